@@ -1,0 +1,376 @@
+"""Typed configuration schema for rtrain.
+
+Every Hydra config group (``conf/model``, ``conf/data``, ``conf/mix``, ``conf/optimizer``, ``conf/scheduler``,
+``conf/hardware``, ``conf/trainer``, ``conf/logger``) is validated against the dataclasses below, which are
+registered in Hydra's ConfigStore as ``rtrain_schema``. A misspelled key or a bad enum value therefore fails at
+compose time and names the key. ``DictConfig`` stops at the entry point: :func:`to_typed` converts the composed
+config into an :class:`RTrainConfig` once, and everything downstream receives these typed objects.
+
+Cross-field rules that need the world size (divisibility of the global batch, say) are checked by
+:func:`validate`, which raises :class:`ConfigError` with a message that says how to fix the config.
+
+Print the composed config without running anything::
+
+    python -m rtrain --cfg job
+    python -m rtrain +experiment=sky_t1 --cfg job
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from rtrain.errors import RTrainError
+
+
+class ConfigError(RTrainError, ValueError):
+    """A configuration that composes but cannot run; the message says which keys and how to fix them."""
+
+
+class Precision(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class LossNorm(str, Enum):
+    # Sum of token losses over all micro-batches of all ranks / supervised tokens of the whole optimizer step.
+    global_tokens = "global_tokens"
+    # Each rank divides its summed loss by its own supervised-token count; ranks are then averaged.
+    # These are the transformers-4.46 semantics that the original Sky-T1 run trained with.
+    rank_local_tokens = "rank_local_tokens"
+
+
+class RatioUnit(str, Enum):
+    samples = "samples"
+    tokens = "tokens"
+
+
+class Schema(str, Enum):
+    auto = "auto"
+    sharegpt = "sharegpt"
+    openai = "openai"
+
+
+class OverLength(str, Enum):
+    truncate = "truncate"
+    drop = "drop"
+
+
+class BadRecord(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+class TrainOn(str, Enum):
+    all_assistant = "all_assistant"
+    last_assistant = "last_assistant"
+
+
+class PackingAlgo(str, Enum):
+    ffd = "ffd"  # first-fit decreasing
+    bfd = "bfd"  # best-fit decreasing
+
+
+class AttnImpl(str, Enum):
+    sdpa = "sdpa"
+    eager = "eager"
+    flash_attention_2 = "flash_attention_2"
+
+
+class ModelInit(str, Enum):
+    pretrained = "pretrained"  # load weights with from_pretrained
+    random = "random"  # build from config.json with a seeded random init (the embedded tiny model)
+
+
+@dataclass
+class ArchConfig:
+    """Architecture numbers, shipped in the model configs so that planning works offline."""
+
+    model_type: str = "qwen2"
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: Optional[int] = None  # None: hidden_size // num_heads
+    intermediate_size: int = 688
+    vocab_size: int = 4096
+    tie_word_embeddings: bool = True
+    qkv_bias: bool = True
+    max_position_embeddings: int = 4096
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    # A Hub id (``Qwen/Qwen2.5-32B-Instruct``) or a local directory holding config.json (+ weights, tokenizer).
+    path: str = "${rtrain_asset:tiny_qwen2}"
+    init: ModelInit = ModelInit.pretrained
+    # Tokenizer location; None means ``path``.
+    tokenizer_path: Optional[str] = None
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    attn_implementation: AttnImpl = AttnImpl.sdpa
+    liger: bool = False
+    # Without Liger, the loss is computed in chunks of this many tokens (logits recomputed in backward).
+    loss_chunk_tokens: int = 4096
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SourceConfig:
+    """One component of a data mix: a dataset (or a filtered part of one) and how much of it to take."""
+
+    name: str = "all"
+    # Hub id, or a local .json/.jsonl/.parquet file or directory. None: the data config's ``path``.
+    path: Optional[str] = None
+    split: str = "train"
+    # Keep only records whose field equals the value, e.g. {domain: math}.
+    where: dict[str, str] = field(default_factory=dict)
+    # Exactly this many samples (drawn with replacement beyond the source's size) ...
+    samples: Optional[int] = None
+    # ... or this share of the mix's total, counted in ``mix.ratio_unit``. Neither: the whole source once.
+    ratio: Optional[float] = None
+
+
+@dataclass
+class MixConfig:
+    name: str = "all"
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    # Whether ``ratio`` counts samples or tokens.
+    ratio_unit: RatioUnit = RatioUnit.samples
+    # Total size that ratios refer to; None: the number of usable samples (or tokens) over all sources.
+    total: Optional[int] = None
+
+
+@dataclass
+class FieldsConfig:
+    """Names of the record fields; remap them for datasets that spell them differently."""
+
+    system: str = "system"
+    conversations: str = "conversations"  # ShareGPT
+    role: str = "from"  # ShareGPT
+    content: str = "value"  # ShareGPT
+    messages: str = "messages"  # OpenAI
+    openai_role: str = "role"
+    openai_content: str = "content"
+
+
+@dataclass
+class DataConfig:
+    name: str = "sample"
+    path: Optional[str] = "${rtrain_asset:data/sky_t1_sample.jsonl}"
+    schema: Schema = Schema.auto
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    # Role spellings mapped to user/assistant/system (ShareGPT uses human/gpt).
+    roles: dict[str, str] = field(
+        default_factory=lambda: {
+            "user": "user",
+            "human": "user",
+            "assistant": "assistant",
+            "gpt": "assistant",
+            "system": "system",
+        }
+    )
+    # Field that holds a record's domain (math/code/science); derived from the text when absent.
+    domain_field: str = "domain"
+    # None: the tokenizer's own chat template. "qwen25": the Sky-T1 run's template, byte-identical.
+    template: Optional[str] = None
+    # System prompt used only when a record has none; None: the template's own default.
+    default_system: Optional[str] = None
+    train_on: TrainOn = TrainOn.all_assistant
+    max_seq_len: int = 1024
+    overlength: OverLength = OverLength.truncate
+    on_bad_record: BadRecord = BadRecord.error
+    packing: bool = True
+    packing_algo: PackingAlgo = PackingAlgo.ffd
+    # Bin capacity for packing (tokens per forward pass); None: max_seq_len.
+    max_tokens_per_microbatch: Optional[int] = None
+    # Held out from the usable records before mixing (deterministic given the seed).
+    eval_samples: int = 32
+    num_proc: int = 2
+    # Tokenized datasets are cached here, keyed by data, tokenizer, template and length settings.
+    cache_dir: str = "${oc.env:RTRAIN_CACHE,${oc.env:HOME,.}/.cache/rtrain}"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    # Parameters whose name contains one of these (case-insensitive) get no weight decay.
+    no_decay: list[str] = field(default_factory=lambda: ["bias", "norm"])
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine"
+    warmup_ratio: float = 0.1
+    # When set (>= 0), overrides warmup_ratio.
+    warmup_steps: Optional[int] = None
+    # The lr decays to lr * min_lr_ratio at the last step.
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class HardwareConfig:
+    name: str = "cpu"
+    device: str = "cpu"  # cpu | cuda
+    # Communication backend; None picks nccl for cuda, gloo for cpu.
+    backend: Optional[str] = None
+    zero_stage: int = 0  # 0: plain data parallel; 3: DeepSpeed ZeRO-3
+    offload_params: bool = False
+    offload_optimizer: bool = False
+    pin_memory: bool = True
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
+    sub_group_size: int = 1_000_000_000
+    stage3_max_live_parameters: int = 1_000_000_000
+    stage3_max_reuse_distance: int = 1_000_000_000
+    gather_16bit_weights_on_model_save: bool = True
+    # Experts: a DeepSpeed JSON whose keys override the generated config.
+    deepspeed_config_override: Optional[str] = None
+    # Use torch.optim.AdamW inside DeepSpeed instead of its JIT-compiled CPU/fused Adam (tests, quick CPU runs).
+    deepspeed_torch_optimizer: bool = False
+    num_nodes: int = 1
+    devices_per_node: int = 1
+    # Dense bf16 (GPU) or fp32 (CPU) peak FLOP/s of one device, for the MFU figure.
+    peak_flops_per_device: float = 2.0e11
+    device_memory_gib: float = 24.0
+    host_memory_gib: float = 24.0
+    # For the cost estimate of the pre-flight plan.
+    price_per_device_hour: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    # Samples per optimizer step; which samples form step k depends only on seed, data and this.
+    global_batch_size: int = 8
+    # Samples per forward pass (padded mode). With data.packing, bins of data.max_tokens_per_microbatch are used.
+    micro_batch_size: int = 8
+    epochs: int = 1
+    # Overrides epochs when > 0.
+    max_steps: int = -1
+    seed: int = 0
+    precision: Precision = Precision.fp32
+    loss_norm: LossNorm = LossNorm.global_tokens
+    max_grad_norm: float = 1.0
+    save_every: int = 0  # steps; 0: only at the end
+    eval_every: int = 0  # steps; 0: only at the end
+    log_every: int = 1  # steps
+    keep_last_checkpoints: int = 2
+    resume: str = "auto"  # auto | none | a checkpoint directory
+    # A step whose loss or grad norm is NaN/Inf is skipped; this many in a row stop the run.
+    max_consecutive_nonfinite: int = 3
+    activation_checkpointing: bool = False
+    activation_offload: bool = False
+    export_final: bool = True
+    # Deterministic kernels on GPU (slower); CPU runs are deterministic anyway.
+    deterministic: bool = False
+    # Testing and debugging: stop (as if killed) after this many steps of this process, without a final save.
+    stop_after_steps: int = -1
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "jsonl"
+    progress_bar: bool = True
+    wandb: bool = False
+    project: str = "rtrain"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    run_name: Optional[str] = None  # None: W&B's default
+    job_type: str = "train"
+    tags: list[str] = field(default_factory=list)
+    mode: str = "online"  # online | offline | disabled
+
+
+@dataclass
+class RTrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Where the run writes everything; Hydra's run (or sweep job) directory unless set.
+    run_dir: str = "${hydra:runtime.output_dir}"
+    # Names the experiment in summaries and W&B (set by experiment configs).
+    experiment: str = "default"
+
+
+def asset_path(relative: str) -> str:
+    """Absolute path of a file shipped in ``rtrain/assets`` (tiny model, tokenizer, sample data)."""
+    return str(Path(str(resources.files("rtrain") / "assets")) / relative)
+
+
+def register_configs() -> None:
+    """Register the schema and the ``rtrain_asset`` resolver; idempotent."""
+    if not OmegaConf.has_resolver("rtrain_asset"):
+        OmegaConf.register_new_resolver("rtrain_asset", asset_path)
+    ConfigStore.instance().store(name="rtrain_schema", node=RTrainConfig)
+
+
+def to_typed(cfg: DictConfig | RTrainConfig) -> RTrainConfig:
+    """Resolve a composed DictConfig into the typed config (the only place a DictConfig is read)."""
+    if isinstance(cfg, RTrainConfig):
+        return cfg
+    typed: Any = OmegaConf.to_object(cfg)
+    if not isinstance(typed, RTrainConfig):
+        raise ConfigError(f"expected the rtrain schema at the config root, got {type(typed).__name__}")
+    return typed
+
+
+def validate(cfg: RTrainConfig, world_size: int) -> None:
+    """Cross-field checks; each error says which keys disagree and how to fix them."""
+    t, d = cfg.trainer, cfg.data
+    if t.global_batch_size <= 0 or t.micro_batch_size <= 0:
+        raise ConfigError("trainer.global_batch_size and trainer.micro_batch_size must be positive")
+    if t.global_batch_size % world_size != 0:
+        raise ConfigError(
+            f"trainer.global_batch_size={t.global_batch_size} is not divisible by the world size {world_size}: "
+            f"set it to a multiple of {world_size}"
+        )
+    per_rank = t.global_batch_size // world_size
+    if not d.packing and per_rank % t.micro_batch_size != 0:
+        raise ConfigError(
+            f"trainer.global_batch_size={t.global_batch_size} is not divisible by trainer.micro_batch_size="
+            f"{t.micro_batch_size} x world size {world_size}: choose a micro_batch_size that divides {per_rank}, "
+            f"or a global_batch_size that is a multiple of {t.micro_batch_size * world_size}"
+        )
+    if t.epochs <= 0 and t.max_steps <= 0:
+        raise ConfigError("set trainer.epochs > 0 or trainer.max_steps > 0")
+    if d.max_tokens_per_microbatch is not None and d.max_tokens_per_microbatch < d.max_seq_len:
+        raise ConfigError(
+            f"data.max_tokens_per_microbatch={d.max_tokens_per_microbatch} is smaller than data.max_seq_len="
+            f"{d.max_seq_len}: a sample of the maximum length would not fit in one bin; raise it to at least "
+            f"{d.max_seq_len} or set it to null"
+        )
+    if not 0.0 <= cfg.scheduler.warmup_ratio <= 1.0:
+        raise ConfigError(f"scheduler.warmup_ratio={cfg.scheduler.warmup_ratio} must lie in [0, 1]")
+    if not 0.0 <= cfg.scheduler.min_lr_ratio <= 1.0:
+        raise ConfigError(f"scheduler.min_lr_ratio={cfg.scheduler.min_lr_ratio} must lie in [0, 1]")
+    if cfg.hardware.zero_stage not in (0, 3):
+        raise ConfigError(f"hardware.zero_stage={cfg.hardware.zero_stage}: rtrain supports 0 (plain) or 3 (ZeRO-3)")
+    if cfg.hardware.device == "cpu" and t.precision == Precision.bf16:
+        raise ConfigError(
+            "trainer.precision=bf16 on hardware.device=cpu: bf16 matmuls are ~120x slower than fp32 on CPUs "
+            "without bf16 units; use trainer.precision=fp32 (or a GPU hardware config)"
+        )
+    if (cfg.hardware.offload_params or cfg.hardware.offload_optimizer) and cfg.hardware.zero_stage != 3:
+        raise ConfigError("hardware.offload_params/offload_optimizer need hardware.zero_stage=3")
+    if t.save_every < 0 or t.eval_every < 0 or t.log_every <= 0:
+        raise ConfigError("trainer.save_every/eval_every must be >= 0 and trainer.log_every > 0")
+    for source in cfg.mix.sources:
+        if source.samples is not None and source.ratio is not None:
+            raise ConfigError(f"mix source '{source.name}' sets both samples and ratio: keep one")
+        if (source.path or d.path) is None:
+            raise ConfigError(f"mix source '{source.name}' has no path and data.path is null: set data.path")

@@ -1,0 +1,179 @@
+"""Tokenize a data source into a cached Arrow dataset of training samples.
+
+Each source path (file, directory or Hub id) is read, validated (:mod:`rtrain.data.records`), rendered with the
+chat template and tokenized with assistant-only labels (:mod:`rtrain.data.templates`), in parallel
+(``data.num_proc``). The result is saved under ``data.cache_dir`` keyed by the data's content, the tokenizer,
+the template and every setting that changes the tokens, so a second run of the same config starts without
+re-tokenizing. Bad records raise, or with ``data.on_bad_record=skip`` are counted per reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import PreTrainedTokenizerBase
+
+from rtrain.config import BadRecord, DataConfig, OverLength, TrainOn
+from rtrain.data.records import (
+    BadRecordError,
+    DataError,
+    is_local,
+    local_files,
+    read_records,
+    to_conversation,
+)
+from rtrain.data.templates import ChatFormat, TemplateError, segments, tokenize_segments
+
+log = logging.getLogger(__name__)
+
+# Bump when the tokenized format or the masking logic changes, so stale caches are not reused.
+CACHE_VERSION = 3
+COLUMNS = ("input_ids", "labels", "length", "num_loss_tokens", "truncated", "domain", "origin", "digest")
+
+
+@dataclass
+class SourceStats:
+    """Counts for one source path, reported at start-up and written to the run directory."""
+
+    records: int = 0
+    usable: int = 0
+    truncated: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # over-length, no supervised tokens left
+    skipped: dict[str, int] = field(default_factory=dict)  # bad records, by reason
+    skipped_examples: list[str] = field(default_factory=list)
+
+
+def _hash_file(path: Path, h: Any) -> None:
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(path: str, split: str, cfg: DataConfig, tokenizer_fp: str, fmt: ChatFormat) -> str:
+    h = hashlib.sha256()
+    settings = {
+        "version": CACHE_VERSION, "path": path, "split": split, "schema": cfg.schema.value,
+        "fields": asdict(cfg.fields), "roles": dict(sorted(cfg.roles.items())), "domain_field": cfg.domain_field,
+        "template": fmt.template, "end": fmt.end_token, "default_system": cfg.default_system,
+        "train_on": cfg.train_on.value, "max_seq_len": cfg.max_seq_len, "overlength": cfg.overlength.value,
+        "on_bad_record": cfg.on_bad_record.value, "tokenizer": tokenizer_fp,
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    if is_local(path):
+        for f in local_files(path, split):
+            h.update(str(f.resolve()).encode())
+            _hash_file(f, h)
+    return h.hexdigest()[:24]
+
+
+def _tokenize_one(row: dict[str, Any], *, tokenizer: PreTrainedTokenizerBase, fmt: ChatFormat,
+                  cfg: DataConfig) -> dict[str, Any]:
+    """Render and tokenize one validated conversation. Returns the sample, or an ``error``/``drop`` reason."""
+    messages = json.loads(row["messages"])
+    system = row["system"] if row["system"] is not None else cfg.default_system
+    if system is not None:
+        messages = [{"role": "system", "content": system}, *messages]
+    empty = {"input_ids": [], "labels": [], "length": 0, "num_loss_tokens": 0, "truncated": False, "digest": ""}
+    try:
+        parts = segments(tokenizer, fmt, messages, last_turn_only=cfg.train_on == TrainOn.last_assistant)
+    except TemplateError as e:
+        return {**empty, "error": f"template: {e}", "drop": ""}
+    input_ids, labels = tokenize_segments(tokenizer, parts)
+    truncated = len(input_ids) > cfg.max_seq_len
+    if truncated:
+        if cfg.overlength == OverLength.drop:
+            return {**empty, "error": "", "drop": "over_length"}
+        input_ids, labels = input_ids[: cfg.max_seq_len], labels[: cfg.max_seq_len]
+    # Position 0 is never predicted, so only labels from position 1 on enter the loss.
+    num_loss_tokens = sum(1 for x in labels[1:] if x != -100)
+    if num_loss_tokens == 0:
+        return {**empty, "error": "", "drop": "no_supervised_tokens"}
+    digest = hashlib.sha1(json.dumps([input_ids, labels]).encode()).hexdigest()
+    return {
+        "input_ids": input_ids, "labels": labels, "length": len(input_ids), "num_loss_tokens": num_loss_tokens,
+        "truncated": truncated, "digest": digest, "error": "", "drop": "",
+    }
+
+
+def _validated_rows(path: str, split: str, cfg: DataConfig, stats: SourceStats) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for origin, record in read_records(path, split):
+        stats.records += 1
+        try:
+            if isinstance(record, BadRecordError):
+                raise record
+            conv = to_conversation(record, origin, cfg)
+        except BadRecordError as e:
+            if cfg.on_bad_record == BadRecord.error:
+                raise DataError(f"{e} (or set data.on_bad_record=skip to skip and count such records)") from e
+            stats.skipped[e.reason] = stats.skipped.get(e.reason, 0) + 1
+            if len(stats.skipped_examples) < 5:
+                stats.skipped_examples.append(str(e))
+            continue
+        rows.append({"system": conv.system, "messages": json.dumps(conv.messages, ensure_ascii=False),
+                     "domain": conv.domain, "origin": conv.origin})
+    return rows
+
+
+def tokenize_source(path: str, split: str, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase,
+                    fmt: ChatFormat) -> tuple[datasets.Dataset, SourceStats]:
+    """The tokenized, usable samples of one source path (from the cache when it holds them) and their stats."""
+    key = cache_key(path, split, cfg, tokenizer_fingerprint(tokenizer), fmt)
+    cache = Path(cfg.cache_dir).expanduser() / "tokenized" / key
+    if (cache / "stats.json").exists():
+        log.info("tokenized data from cache %s", cache)
+        stats = SourceStats(**json.loads((cache / "stats.json").read_text()))
+        return datasets.load_from_disk(str(cache / "dataset")), stats
+
+    stats = SourceStats()
+    rows = _validated_rows(path, split, cfg, stats)
+    if not rows:
+        raise DataError(f"{path}: no usable records out of {stats.records} (skipped: {stats.skipped}). "
+                        f"Examples: {stats.skipped_examples[:2]}")
+    raw = datasets.Dataset.from_list(rows)
+    num_proc = max(1, min(cfg.num_proc, len(rows) // 64))
+    tokenized = raw.map(
+        _tokenize_one, fn_kwargs={"tokenizer": tokenizer, "fmt": fmt, "cfg": cfg},
+        remove_columns=["system", "messages"], num_proc=num_proc if num_proc > 1 else None,
+        desc=f"tokenizing {Path(path).name if is_local(path) else path}", load_from_cache_file=False,
+    )
+    errors = [(o, e) for o, e in zip(tokenized["origin"], tokenized["error"]) if e]
+    if errors and cfg.on_bad_record == BadRecord.error:
+        origin, err = errors[0]
+        raise DataError(f"{origin}: {err} (or set data.on_bad_record=skip to skip and count such records)")
+    for origin, err in errors:
+        stats.skipped["template"] = stats.skipped.get("template", 0) + 1
+        if len(stats.skipped_examples) < 5:
+            stats.skipped_examples.append(f"{origin}: {err}")
+    stats.dropped = dict(Counter(d for d in tokenized["drop"] if d))
+    usable = tokenized.filter(lambda e, d: not e and not d, input_columns=["error", "drop"])
+    usable = usable.remove_columns(["error", "drop"]).select_columns(list(COLUMNS))
+    stats.usable = len(usable)
+    stats.truncated = int(sum(usable["truncated"]))
+
+    # Atomic: a crash mid-write never leaves a half cache that a later run would trust.
+    tmp = cache.with_name(cache.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    usable.save_to_disk(str(tmp / "dataset"))
+    (tmp / "stats.json").write_text(json.dumps(asdict(stats)))
+    shutil.rmtree(cache, ignore_errors=True)
+    tmp.rename(cache)
+    return datasets.load_from_disk(str(cache / "dataset")), stats

@@ -1,0 +1,171 @@
+"""DeepSpeed ZeRO-3 engine (``hardware.zero_stage=3``), with optional parameter and optimizer offload to CPU.
+
+The DeepSpeed config is generated from the hardware config (:func:`deepspeed_config`); experts may merge a raw
+JSON over it with ``hardware.deepspeed_config_override=path.json``. The trainer keeps control of the step:
+
+* ``managed_gradient_accumulation=false``: DeepSpeed does not count micro-batches; the trainer calls
+  ``backward`` once per micro-batch (any number per step, the same on every rank) and ``step`` once per step.
+* ``backward(loss, scale_wrt_gas=False)``: the trainer's loss scale is used as is, times the world size,
+  because ZeRO averages gradients over ranks where the trainer's contract is a sum.
+* The learning rate of every step is written into the optimizer's param groups before ``step``; clipping uses
+  ``trainer.max_grad_norm``; a non-finite gradient norm makes ZeRO skip the update, which the trainer counts.
+
+Checkpoints are DeepSpeed's sharded ZeRO-3 state (resume on the same world size). The final HF export gathers
+the 16-bit weights (``stage3_gather_16bit_weights_on_model_save``).
+
+Test on CPU: ``torchrun --nproc_per_node=2 -m rtrain hardware=cpu_zero3`` (gloo, DS_ACCELERATOR=cpu).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu" if not __import__("torch").cuda.is_available() else "cuda")
+
+import deepspeed  # noqa: E402
+import torch  # noqa: E402
+from transformers import PreTrainedModel  # noqa: E402
+from transformers.integrations import HfDeepSpeedConfig  # noqa: E402
+
+from rtrain.config import ModelInit, Precision, RTrainConfig  # noqa: E402
+from rtrain.distributed import DistInfo  # noqa: E402
+from rtrain.engine import autocast, model_inputs, prepare_model  # noqa: E402
+from rtrain.model import load_model  # noqa: E402
+from rtrain.optim import param_groups  # noqa: E402
+
+TAG = "zero3"
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def deepspeed_config(cfg: RTrainConfig, world_size: int) -> dict[str, Any]:
+    hw, arch = cfg.hardware, cfg.model.arch
+    zero: dict[str, Any] = {
+        "stage": 3,
+        "overlap_comm": hw.overlap_comm,
+        "contiguous_gradients": hw.contiguous_gradients,
+        "sub_group_size": hw.sub_group_size,
+        "stage3_max_live_parameters": hw.stage3_max_live_parameters,
+        "stage3_max_reuse_distance": hw.stage3_max_reuse_distance,
+        "stage3_gather_16bit_weights_on_model_save": hw.gather_16bit_weights_on_model_save,
+        # HF's "auto" values, computed here because we do not go through the HF Trainer.
+        "reduce_bucket_size": arch.hidden_size * arch.hidden_size,
+        "stage3_prefetch_bucket_size": int(0.9 * arch.hidden_size * arch.hidden_size),
+        "stage3_param_persistence_threshold": 10 * arch.hidden_size,
+    }
+    if hw.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": hw.pin_memory}
+    if hw.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": hw.pin_memory}
+    o = cfg.optimizer
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": world_size,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": cfg.trainer.max_grad_norm,
+        "bf16": {"enabled": cfg.trainer.precision == Precision.bf16},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**12,
+        "wall_clock_breakdown": False,
+    }
+    if hw.deepspeed_torch_optimizer:
+        config["zero_force_ds_cpu_optimizer"] = False
+    else:
+        config["optimizer"] = {"type": "AdamW", "params": {
+            "lr": o.lr, "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay}}
+    if hw.deepspeed_config_override:
+        config = _merge(config, json.loads(Path(hw.deepspeed_config_override).read_text()))
+    return config
+
+
+class DeepSpeedEngine:
+    lockstep = True
+
+    def __init__(self, cfg: RTrainConfig, dist_info: DistInfo) -> None:
+        self.dist = dist_info
+        self.precision = cfg.trainer.precision
+        self.activation_offload = cfg.trainer.activation_offload
+        self.ds_config = deepspeed_config(cfg, dist_info.world_size)
+        dtype = torch.bfloat16 if self.precision == Precision.bf16 else torch.float32
+        if cfg.model.init == ModelInit.pretrained:
+            # Keeping this object alive makes from_pretrained load straight into ZeRO-3 shards (zero.Init).
+            self._hf_ds_config = HfDeepSpeedConfig(self.ds_config)
+        model = load_model(cfg.model, cfg.trainer.seed, dtype=dtype)
+        module = prepare_model(model, cfg)
+        optimizer = None
+        if cfg.hardware.deepspeed_torch_optimizer:
+            o = cfg.optimizer
+            optimizer = torch.optim.AdamW(param_groups(module.model, o), lr=o.lr, betas=(o.betas[0], o.betas[1]),
+                                          eps=o.eps)
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(
+            model=module, optimizer=optimizer, config=self.ds_config,
+            model_parameters=None if optimizer is not None else param_groups(module.model, cfg.optimizer),
+        )
+        self.module = module
+
+    @property
+    def hf_model(self) -> PreTrainedModel:
+        return self.module.model
+
+    def forward_backward(self, batch: dict[str, Any], loss_scale: float) -> torch.Tensor:
+        self.ds.train()
+        offload = (torch.autograd.graph.save_on_cpu(pin_memory=self.dist.device.type == "cuda")
+                   if self.activation_offload else _null())
+        with offload:
+            loss_sum = self.ds(**model_inputs(batch, self.dist.device))
+        self.ds.backward(loss_sum * (loss_scale * self.dist.world_size), scale_wrt_gas=False)
+        return loss_sum.detach().float()
+
+    @torch.no_grad()
+    def eval_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        self.ds.eval()
+        with autocast(self.dist.device, Precision.fp32):
+            return self.ds(**model_inputs(batch, self.dist.device)).detach().float()
+
+    def finish_step(self, lr: float, max_norm: float, loss_finite: bool) -> tuple[float, bool]:
+        """ZeRO-3 has reduced gradients during backward; ``step`` clips at ``gradient_clipping`` (= max_norm) and
+        skips the update when the gradient norm is not finite (a non-finite loss gives a non-finite norm).
+        A step without supervised tokens (excluded by the data pipeline) runs at lr 0."""
+        assert max_norm == self.ds_config["gradient_clipping"], "max_norm is fixed in the DeepSpeed config"
+        skipped_before = self.ds.skipped_steps
+        for group in self.ds.optimizer.param_groups:
+            group["lr"] = lr if loss_finite else 0.0
+        self.ds.step()
+        norm = self.ds.get_global_grad_norm()
+        norm = float(norm) if norm is not None else float("nan")
+        return norm, loss_finite and self.ds.skipped_steps == skipped_before
+
+    def save(self, path: Path) -> None:
+        self.ds.save_checkpoint(str(path), tag=TAG)
+
+    def load(self, path: Path) -> None:
+        loaded, _ = self.ds.load_checkpoint(str(path), tag=TAG, load_lr_scheduler_states=False)
+        if loaded is None:
+            raise RuntimeError(f"DeepSpeed could not load the ZeRO-3 checkpoint in {path} (world size changed?). "
+                               "Resume with the world size it was saved with")
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Gather the full weights on rank 0 (collective: every rank calls it)."""
+        state = self.ds._zero3_consolidated_16bit_state_dict()
+        if not self.dist.is_main:
+            return None
+        prefix = "model."  # the HF model sits at CausalLMWithLoss.model
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,174 @@
+"""Engines: where forward/backward, gradient reduction, clipping and the optimizer step run.
+
+The trainer owns batch composition, loss normalization, the schedule and the non-finite guard; an engine only
+executes them on its hardware:
+
+* :class:`PlainEngine` (``hardware.zero_stage=0``): a full model replica per rank, fp32 master weights, bf16
+  autocast on GPU; gradients are summed across ranks once per optimizer step with one flat all-reduce.
+* :class:`rtrain.deepspeed_engine.DeepSpeedEngine` (``hardware.zero_stage=3``): ZeRO-3 with optional parameter
+  and optimizer offload.
+
+Loss scale contract: the trainer passes ``loss_scale`` such that the *sum over ranks* of every rank's scaled
+gradients is the step's gradient. Engines whose reduction averages (DeepSpeed) multiply by the world size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
+
+from rtrain.config import OptimizerConfig, Precision, RTrainConfig
+from rtrain.distributed import DistInfo
+from rtrain.model import CausalLMWithLoss, apply_liger, load_model
+from rtrain.optim import build_optimizer
+
+MODEL_INPUTS = ("input_ids", "position_ids", "targets", "attention_mask")
+
+
+class Engine(Protocol):
+    module: CausalLMWithLoss
+    # True when every rank must run the same number of micro-batches (ZeRO-3 gathers parameters collectively).
+    lockstep: bool
+
+    def forward_backward(self, batch: dict[str, Any], loss_scale: float) -> torch.Tensor: ...
+    def finish_step(self, lr: float, max_norm: float, loss_finite: bool) -> tuple[float, bool]: ...
+    @torch.no_grad()
+    def eval_loss(self, batch: dict[str, Any]) -> torch.Tensor: ...
+    def save(self, path: Path) -> None: ...
+    def load(self, path: Path) -> None: ...
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None: ...
+    @property
+    def hf_model(self) -> PreTrainedModel: ...
+
+
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    if precision == Precision.bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class PlainEngine:
+    lockstep = False
+
+    def __init__(self, module: CausalLMWithLoss, opt_cfg: OptimizerConfig, dist_info: DistInfo,
+                 precision: Precision, activation_offload: bool = False) -> None:
+        self.dist = dist_info
+        self.precision = precision
+        self.activation_offload = activation_offload
+        self.module = module.to(dist_info.device)
+        if dist_info.world_size > 1:
+            for p in self.module.parameters():  # identical replicas whatever each rank's init did
+                dist.broadcast(p.data, src=0)
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.module.model, opt_cfg, dist_info.device)
+
+    @property
+    def hf_model(self) -> PreTrainedModel:
+        return self.module.model
+
+    def _offload(self) -> contextlib.AbstractContextManager[Any]:
+        if self.activation_offload:
+            return torch.autograd.graph.save_on_cpu(pin_memory=self.dist.device.type == "cuda")
+        return contextlib.nullcontext()
+
+    def forward_backward(self, batch: dict[str, Any], loss_scale: float) -> torch.Tensor:
+        self.module.train()
+        with autocast(self.dist.device, self.precision), self._offload():
+            loss_sum = self.module(**model_inputs(batch, self.dist.device))
+        (loss_sum * loss_scale).backward()
+        return loss_sum.detach()
+
+    @torch.no_grad()
+    def eval_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        self.module.eval()
+        with autocast(self.dist.device, self.precision):
+            return self.module(**model_inputs(batch, self.dist.device)).detach()
+
+    def finish_step(self, lr: float, max_norm: float, loss_finite: bool) -> tuple[float, bool]:
+        """Reduce gradients over ranks, clip, and step unless the loss or the norm is not finite.
+
+        Returns (gradient norm before clipping, whether the update was applied).
+        """
+        norm = float(self._reduce_and_clip(max_norm))
+        applied = loss_finite and math.isfinite(norm)
+        if applied:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm, applied
+
+    def _reduce_and_clip(self, max_norm: float) -> torch.Tensor:
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if self.dist.world_size > 1:
+            grads = [p.grad for p in self.params]
+            flat = torch._utils._flatten_dense_tensors(grads)
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+                g.copy_(synced)
+        if max_norm > 0:
+            return torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in
+                                                     (p.grad for p in self.params)]))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        return {k: v.detach().cpu() for k, v in self.hf_model.state_dict().items()}
+
+    def save(self, path: Path) -> None:
+        if self.dist.is_main:
+            # Tied weights appear under two names; safetensors wants each storage once.
+            state = {k: v.contiguous() for k, v in self.hf_model.state_dict().items()}
+            save_file(_dedupe(state), str(path / "model.safetensors"))
+            torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
+
+    def load(self, path: Path) -> None:
+        state = load_file(str(path / "model.safetensors"), device=str(self.dist.device))
+        missing, unexpected = self.hf_model.load_state_dict(state, strict=False)
+        tied = {k for k in missing if k.endswith("lm_head.weight")}
+        if set(missing) - tied or unexpected:
+            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.dist.device,
+                                                  weights_only=True))
+
+
+def _dedupe(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        ptr = v.data_ptr()
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        out[k] = v
+    return out
+
+
+def prepare_model(model: PreTrainedModel, cfg: RTrainConfig) -> CausalLMWithLoss:
+    """Liger kernels and activation checkpointing on the HF model, wrapped with the loss head."""
+    if cfg.model.liger:
+        apply_liger(model)
+    if cfg.trainer.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return CausalLMWithLoss(model, liger=cfg.model.liger, loss_chunk_tokens=cfg.model.loss_chunk_tokens)
+
+
+def build_engine(cfg: RTrainConfig, dist_info: DistInfo) -> Engine:
+    if cfg.hardware.zero_stage == 3:
+        from rtrain.deepspeed_engine import DeepSpeedEngine
+
+        return DeepSpeedEngine(cfg, dist_info)
+    module = prepare_model(load_model(cfg.model, cfg.trainer.seed), cfg)
+    return PlainEngine(module, cfg.optimizer, dist_info, cfg.trainer.precision, cfg.trainer.activation_offload)

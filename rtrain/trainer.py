@@ -1,0 +1,321 @@
+"""The training loop: hand-written, read top to bottom.
+
+    python -m rtrain                                   # tiny default on CPU
+    torchrun --nproc_per_node=2 -m rtrain              # two ranks
+    python -m rtrain +experiment=sky_t1                # Sky-T1 on 8 GPUs (via launch/ or slurm/)
+
+One optimizer step:
+
+1. The step's samples come from the planner (seed, data and ``global_batch_size`` only), split over ranks and
+   into micro-batches (padded, or packed into token bins).
+2. Each micro-batch's forward returns the *sum* of its token losses; it is scaled by 1/N before backward, where
+   N is the step's supervised-token count over all micro-batches of all ranks (``loss_norm=global_tokens``), or
+   this rank's count times the world size (``rank_local_tokens``, the transformers-4.46 semantics of the
+   original Sky-T1 run). Either way the accumulated gradient does not depend on micro-batch size or packing.
+3. Gradients are reduced across ranks and clipped; a step whose loss or grad norm is not finite is skipped and
+   counted, and ``max_consecutive_nonfinite`` skips in a row stop the run with the samples to blame.
+4. The optimizer steps at ``lr_at(step)``; metrics, evaluation and checkpoints follow at their cadence.
+
+Everything resumable is state: the step (which is the data position), tokens seen, RNG, optimizer, model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rtrain.checkpoint import Checkpointer
+from rtrain.config import LossNorm, Precision, RTrainConfig, validate
+from rtrain.data import ChatFormat, build_data
+from rtrain.data.batching import StepPlanner, microbatches
+from rtrain.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from rtrain.engine import Engine, build_engine
+from rtrain.errors import RTrainError
+from rtrain.export import export_hf
+from rtrain.metrics import ModelFlops, mfu
+from rtrain.model import count_parameters, load_tokenizer
+from rtrain.optim import lr_at, warmup_steps_for
+from rtrain.preflight import preflight
+from rtrain.preemption import PreemptionHandler
+from rtrain.rundir import config_dict, write_metadata, write_summary
+from rtrain.tracking import MetricsSink
+
+log = logging.getLogger("rtrain")
+
+
+class NonFiniteError(RTrainError, RuntimeError):
+    pass
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done; also the data position (step k trains on planner.step_samples(k))
+    tokens_seen: int = 0  # real input tokens
+    loss_tokens_seen: int = 0  # supervised tokens
+    skipped_steps: int = 0
+    consecutive_nonfinite: int = 0
+    train_time_s: float = 0.0  # summed over resumes
+    flops_seen: float = 0.0  # model FLOPs (see rtrain.metrics), for the run's mean MFU
+    last_loss: float = float("nan")
+    dataset_hash: str = ""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: RTrainConfig, dist: DistInfo) -> None:
+        self.cfg, self.dist = cfg, dist
+        self.run_dir = Path(cfg.run_dir)
+        t, d = cfg.trainer, cfg.data
+        seed_everything(t.seed)
+        if dist.is_main:
+            write_metadata(self.run_dir, cfg, dist)
+
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.fmt = ChatFormat.resolve(self.tokenizer, d.template)
+        self.data = build_data(cfg, self.tokenizer, self.fmt, dist)
+        if dist.is_main:
+            print(self.data.report_markdown(), flush=True)
+            self.data.write(self.run_dir)
+
+        capacity = d.max_tokens_per_microbatch or d.max_seq_len
+        self.planner = StepPlanner(
+            lengths=self.data.train.lengths, loss_tokens=self.data.train.loss_tokens,
+            global_batch_size=t.global_batch_size, world_size=dist.world_size, seed=t.seed, packing=d.packing,
+            micro_batch_size=t.micro_batch_size, capacity_tokens=capacity, best_fit=d.packing_algo.value == "bfd",
+        )
+        if self.planner.steps_per_epoch == 0:
+            raise RTrainError(f"{len(self.data.train)} training samples are fewer than trainer.global_batch_size="
+                             f"{t.global_batch_size}. Fix: lower the global batch size or add data")
+        self.total_steps = t.max_steps if t.max_steps > 0 else t.epochs * self.planner.steps_per_epoch
+        self.warmup_steps = warmup_steps_for(cfg.scheduler, self.total_steps)
+
+        self.engine: Engine = build_engine(cfg, dist)
+        total, embed = count_parameters(self.engine.hf_model)
+        mc = self.engine.hf_model.config
+        head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+        self.flops = ModelFlops.from_counts(total, embed, lm_head_params=embed,
+                                            tied=bool(getattr(mc, "tie_word_embeddings", False)),
+                                            num_layers=mc.num_hidden_layers, attn_dim=mc.num_attention_heads * head_dim)
+        self.num_params = total
+        self.checkpointer = Checkpointer(self.run_dir, t.keep_last_checkpoints, dist)
+        self.state = TrainState(dataset_hash=self.data.content_hash)
+        resumed_from = self._maybe_resume()
+        self.sink = MetricsSink(cfg.logger, self.run_dir, dist.is_main, config_dict(cfg),
+                                self.state.step if resumed_from else None)
+        self.preemption = PreemptionHandler(dist)
+        if dist.is_main:
+            accumulation = "packed bins" if d.packing else (t.global_batch_size // dist.world_size
+                                                            // t.micro_batch_size)
+            print(f"model {self.num_params / 1e6:.1f}M parameters | train {len(self.data.train)} samples, "
+                  f"{self.planner.steps_per_epoch} steps/epoch, {self.total_steps} steps, warmup "
+                  f"{self.warmup_steps} | global batch {t.global_batch_size} = world {dist.world_size} x "
+                  f"accumulation {accumulation} x micro-batch {t.micro_batch_size if not d.packing else '-'}"
+                  + (f" | resumed from {resumed_from}" if resumed_from else ""), flush=True)
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        t = self.cfg.trainer
+        bar = tqdm(total=self.total_steps, initial=self.state.step, desc="train", dynamic_ncols=True,
+                   disable=not (self.dist.is_main and self.cfg.logger.progress_bar))
+        steps_this_process = 0
+        while self.state.step < self.total_steps:
+            metrics = self.train_step(self.state.step)
+            self.state.step += 1
+            steps_this_process += 1
+            step = self.state.step
+            if step % t.log_every == 0 or step == self.total_steps:
+                self.sink.log(metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
+                            tok_s=f"{metrics['tokens_per_s']:.0f}", refresh=False)
+            bar.update(1)
+            if t.eval_every and step % t.eval_every == 0 and step < self.total_steps:
+                last_eval = self.evaluate()
+                self.sink.log({"step": step, "eval_loss": last_eval})
+                bar.write(f"step {step}: eval_loss {last_eval:.4f}")
+            preempted = self.preemption.requested()
+            if (t.save_every and step % t.save_every == 0) or preempted:
+                self.save()
+            if preempted:
+                bar.close()
+                self.sink.close()
+                self.preemption.exit_for_requeue(step)
+            if steps_this_process == t.stop_after_steps:
+                os._exit(17)  # tests: die like a killed job, without any clean-up
+        bar.close()
+        return self.finish()
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg, d, t = self.cfg, self.cfg.data, self.cfg.trainer
+        start = time.perf_counter()
+        samples = self.planner.step_samples(step)
+        plan = self.planner.split(samples)
+        mine = plan[self.dist.rank]
+        num_micro = max(len(p) for p in plan) if self.engine.lockstep else len(mine)
+        global_tokens = self.planner.loss_tokens_of(samples)
+        if t.loss_norm == LossNorm.global_tokens:
+            scale = 1.0 / max(global_tokens, 1)
+        else:
+            local_tokens = self.planner.loss_tokens_of([i for mb in mine for i in mb])
+            scale = 1.0 / (max(local_tokens, 1) * self.dist.world_size)
+
+        loss_sums = []
+        real_tokens = slots = 0
+        seq_lengths: list[int] = []
+        batches = microbatches(self.data.train, mine, d.packing, self.tokenizer.pad_token_id, num_micro,
+                               self.planner.capacity_tokens)
+        for mb, batch in batches:
+            loss_sums.append(self.engine.forward_backward(batch, scale))
+            real_tokens += batch["num_real_tokens"]
+            slots += batch["num_slots"]
+            seq_lengths.extend(int(self.data.train.lengths[i]) for i in mb)
+
+        # One collective for the step's totals: loss sum, real tokens, slots, FLOPs.
+        per_mb = torch.stack(loss_sums).float()
+        totals = torch.tensor([per_mb.sum().item(), real_tokens, slots, self.flops.train_flops(seq_lengths)],
+                              dtype=torch.float64, device=self.dist.device)
+        all_reduce_sum(totals)
+        loss_sum, real_all, slots_all, flops_all = totals.tolist()
+        loss = loss_sum / max(global_tokens, 1)
+        lr = lr_at(step, peak_lr=cfg.optimizer.lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                   min_lr_ratio=cfg.scheduler.min_lr_ratio, schedule=cfg.scheduler.name)
+        grad_norm, applied = self.engine.finish_step(lr, t.max_grad_norm, bool(np.isfinite(loss)) and global_tokens > 0)
+        if applied:
+            self.state.consecutive_nonfinite = 0
+        else:
+            self.state.skipped_steps += 1
+            self.state.consecutive_nonfinite += 1
+            self._check_nonfinite(step, samples, mine, per_mb, loss, grad_norm, global_tokens)
+
+        elapsed = time.perf_counter() - start
+        self.state.train_time_s += elapsed
+        self.state.tokens_seen += int(real_all)
+        self.state.loss_tokens_seen += global_tokens
+        self.state.flops_seen += flops_all
+        self.state.last_loss = loss
+        return {
+            "step": step + 1, "epoch": (step + 1) / self.planner.steps_per_epoch, "loss": loss, "lr": lr,
+            "grad_norm": grad_norm, "tokens": global_tokens, "input_tokens": int(real_all),
+            "tokens_per_s": real_all / elapsed, "tokens_per_s_per_device": real_all / elapsed / self.dist.world_size,
+            "mfu": mfu(flops_all, elapsed, self.dist.world_size, cfg.hardware.peak_flops_per_device),
+            "packing_efficiency": real_all / max(slots_all, 1), "step_time_s": elapsed,
+            "skipped_steps": self.state.skipped_steps, "samples_seen": (step + 1) * t.global_batch_size,
+        }
+
+    def _check_nonfinite(self, step: int, samples: np.ndarray, mine: list[list[int]], per_mb: torch.Tensor,
+                         loss: float, grad_norm: float, global_tokens: int) -> None:
+        bad = [i for i, v in enumerate(per_mb.tolist()) if not np.isfinite(v)]
+        if global_tokens == 0:
+            why = "zero supervised tokens"
+        elif bad:
+            origins = [self.data.train.sample(i)["origin"] for i in mine[bad[0]]]
+            why = f"non-finite loss in rank {self.dist.rank}'s micro-batch {bad[0]} (samples {origins})"
+        else:
+            why = f"loss {loss}, grad norm {grad_norm} (every micro-batch's loss on rank {self.dist.rank} is finite)"
+        log.warning("step %d skipped: %s", step + 1, why)
+        if self.state.consecutive_nonfinite >= self.cfg.trainer.max_consecutive_nonfinite:
+            raise NonFiniteError(
+                f"{self.state.consecutive_nonfinite} consecutive steps skipped; the last, step {step + 1} "
+                f"(samples {samples.tolist()[:16]}): {why}. Check the learning rate and these samples, or raise "
+                "trainer.max_consecutive_nonfinite")
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean token loss over the held-out set (all ranks; the set is split like a training step)."""
+        if len(self.data.eval) == 0:
+            return float("nan")
+        d = self.cfg.data
+        planner = StepPlanner(
+            lengths=self.data.eval.lengths, loss_tokens=self.data.eval.loss_tokens,
+            global_batch_size=len(self.data.eval), world_size=self.dist.world_size, seed=0, packing=d.packing,
+            micro_batch_size=self.cfg.trainer.micro_batch_size, capacity_tokens=self.planner.capacity_tokens,
+        )
+        plan = planner.split(np.arange(len(self.data.eval)))
+        mine = plan[self.dist.rank]
+        num_micro = max(len(p) for p in plan) if self.engine.lockstep else len(mine)
+        total = torch.zeros((), dtype=torch.float64, device=self.dist.device)
+        for _, batch in microbatches(self.data.eval, mine, d.packing, self.tokenizer.pad_token_id, num_micro):
+            total += self.engine.eval_loss(batch).double()
+        all_reduce_sum(total)
+        return float(total) / planner.loss_tokens_of(np.arange(len(self.data.eval)))
+
+    # ---- state ---------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        seconds = self.checkpointer.save(self.state.step, asdict(self.state), self.engine.save)
+        self.sink.log({"step": self.state.step, "checkpoint_save_s": seconds})
+        if self.dist.is_main:
+            tqdm.write(f"step {self.state.step}: checkpoint saved in {seconds:.1f}s")
+
+    def _maybe_resume(self) -> Path | None:
+        resume = self.cfg.trainer.resume
+        if resume == "none":
+            return None
+        path = self.checkpointer.latest() if resume == "auto" else Path(resume)
+        if path is None:
+            return None
+        if not (path / "trainer_state.json").is_file():
+            raise RTrainError(f"trainer.resume={resume}: {path} is not a complete rtrain checkpoint. "
+                                    "Fix: point at a checkpoints/step_* directory, or trainer.resume=none")
+        state = self.checkpointer.load_state(path)
+        if state["dataset_hash"] != self.data.content_hash:
+            raise RTrainError(f"the training data differs from checkpoint {path}'s (content hash "
+                             f"{state['dataset_hash'][:12]} vs {self.data.content_hash[:12]}): resuming would not "
+                             "continue the same run. Fix: restore the data/mix config, or trainer.resume=none")
+        self.engine.load(path)
+        state.pop("world_size", None)
+        self.state = TrainState(**state)
+        return path
+
+    def finish(self) -> dict[str, Any]:
+        t = self.cfg.trainer
+        eval_loss = self.evaluate()
+        self.sink.log({"step": self.state.step, "eval_loss": eval_loss})
+        self.save()
+        if t.export_final:
+            state_dict = self.engine.full_state_dict()
+            if self.dist.is_main and state_dict is not None:
+                dtype = torch.bfloat16 if t.precision == Precision.bf16 else torch.float32
+                export_hf(self.engine.hf_model, state_dict, self.tokenizer, self.fmt, self.run_dir / "final", dtype)
+        s = self.state
+        summary = {
+            "experiment": self.cfg.experiment, "steps": s.step, "skipped_steps": s.skipped_steps,
+            "final_loss": s.last_loss, "final_eval_loss": eval_loss, "tokens": s.loss_tokens_seen,
+            "input_tokens": s.tokens_seen, "train_time_s": s.train_time_s,
+            "tokens_per_s": s.tokens_seen / max(s.train_time_s, 1e-9),
+            "mfu": mfu(s.flops_seen, s.train_time_s, self.dist.world_size, self.cfg.hardware.peak_flops_per_device),
+            "num_params": self.num_params, "world_size": self.dist.world_size,
+            "train_samples": len(self.data.train), "dataset_hash": self.data.content_hash,
+        }
+        if self.dist.is_main:
+            write_summary(self.run_dir, summary)
+            self.sink.summary(summary)
+            print(f"done: {s.step} steps, final loss {summary['final_loss']:.4f}, eval loss {eval_loss:.4f}, "
+                  f"{s.loss_tokens_seen} supervised tokens, {summary['tokens_per_s']:.0f} tokens/s, "
+                  f"{s.train_time_s:.0f}s -> {self.run_dir}", flush=True)
+        self.sink.close()
+        return summary
+
+
+def train(cfg: RTrainConfig) -> dict[str, Any]:
+    """Run training for a typed config; returns the summary (also written to ``summary.json``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    preflight(cfg)
+    dist = init_distributed(cfg.hardware)
+    try:
+        validate(cfg, dist.world_size)
+        return Trainer(cfg, dist).fit()
+    finally:
+        shutdown()

@@ -1,0 +1,72 @@
+"""Shared fixtures: composing configs exactly as the CLI does, and running the trainer on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from rtrain.__main__ import CONFIG_DIR
+from rtrain.config import RTrainConfig, register_configs, to_typed
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Fast settings for training tests: short sequences, few steps, tiny eval set, no final export.
+FAST = [
+    "data.max_seq_len=256", "data.max_tokens_per_microbatch=512", "data.eval_samples=8",
+    "trainer.eval_every=0", "trainer.export_final=false", "logger.progress_bar=false",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # One tokenization cache per test session, shared by all tests (and their subprocesses).
+    os.environ["RTRAIN_CACHE"] = str(tmp_path_factory.mktemp("rtrain_cache"))
+
+
+def compose_config(overrides: list[str] | None = None, run_dir: Path | str = ".") -> RTrainConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*(overrides or []), f"run_dir={run_dir}"])
+    return to_typed(cfg)
+
+
+def run_train(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Train in-process; returns summary, metrics rows and the final weights of the newest checkpoint."""
+    from rtrain.trainer import train
+
+    cfg = compose_config([*FAST, *overrides], run_dir)
+    summary = train(cfg)
+    return {"summary": summary, "metrics": read_metrics(run_dir), "weights": final_weights(run_dir)}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def step_losses(rows: list[dict[str, Any]]) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    ckpts = sorted((run_dir / "checkpoints").glob("step_*"))
+    return load_file(str(ckpts[-1] / "model.safetensors")) if ckpts else {}
+
+
+def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5,
+                         atol: float = 1e-7) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
