@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Fast settings for training tests: short sequences, few steps, tiny eval set, no final export.
 FAST = [
-    "data.max_seq_len=256", "data.max_tokens_per_microbatch=512", "data.eval_samples=8",
+    "data.max_seq_len=512", "data.max_tokens_per_microbatch=1024", "data.eval_samples=8",
     "trainer.eval_every=0", "trainer.export_final=false", "logger.progress_bar=false",
 ]
 
@@ -66,7 +66,27 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5,
-                         atol: float = 1e-7) -> None:
+                         atol: float = 1e-6) -> None:
+    """rtol 1e-5, plus atol 1e-6 (1/20000 of the init std 0.02) for elements that happen to sit near zero."""
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+def run_cli(args: list[str], timeout: int = 600, nproc: int = 1, **env: str) -> "subprocess.CompletedProcess[str]":
+    """``python -m rtrain ARGS`` (or ``torchrun --nproc_per_node=N -m rtrain ARGS``) in a subprocess."""
+    import subprocess
+    import sys
+
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "-m", "rtrain", *args]
+    else:
+        cmd = [sys.executable, "-m", "rtrain", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=cli_env(**env))

@@ -167,6 +167,11 @@ def tokenize_source(path: str, split: str, cfg: DataConfig, tokenizer: PreTraine
     usable = usable.remove_columns(["error", "drop"]).select_columns(list(COLUMNS))
     stats.usable = len(usable)
     stats.truncated = int(sum(usable["truncated"]))
+    if stats.usable == 0:
+        raise DataError(
+            f"{path}: none of {stats.records} records is usable (dropped: {stats.dropped}, skipped: {stats.skipped}). "
+            f"Fix: {'raise data.max_seq_len (prompts longer than it leave nothing to supervise)' if stats.dropped else 'see the skipped examples: ' + '; '.join(stats.skipped_examples[:2])}"
+        )
 
     # Atomic: a crash mid-write never leaves a half cache that a later run would trust.
     tmp = cache.with_name(cache.name + ".tmp")
