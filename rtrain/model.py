@@ -112,7 +112,7 @@ class LossHead(nn.Linear):
     logits are recomputed in backward, so that a 150K vocabulary at 16K tokens never holds all logits at once.
     """
 
-    liger_loss: Any = None
+    use_liger: bool = False
     chunk_tokens: int = 4096
 
     def forward(self, hidden: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
@@ -120,8 +120,11 @@ class LossHead(nn.Linear):
             return super().forward(hidden)
         h = hidden.reshape(-1, hidden.shape[-1])
         t = targets.reshape(-1)
-        if self.liger_loss is not None:
-            return self.liger_loss(self.weight, h, t, self.bias).float()
+        if self.use_liger:
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+            loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE, reduction="sum")
+            return loss(self.weight, h, t, self.bias).float()
         if h.shape[0] <= self.chunk_tokens:
             return _ce_sum(h, self.weight, self.bias, t)
         total = h.new_zeros((), dtype=torch.float32)
@@ -143,10 +146,7 @@ class CausalLMWithLoss(nn.Module):
             raise ModelError(f"expected a linear lm_head, got {type(head).__name__}")
         head.__class__ = LossHead  # same parameters and hooks, a forward that can compute the loss
         head.chunk_tokens = loss_chunk_tokens
-        if liger:
-            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-
-            head.liger_loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE, reduction="sum")
+        head.use_liger = liger
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, **attn_kwargs: Any) -> torch.Tensor:

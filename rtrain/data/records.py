@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from rtrain.errors import RTrainError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 ROLES = ("system", "user", "assistant")
+MULTIPLE_CHOICE = re.compile(r"(?m)^\s*\(?[A-D][.)]\s")
 
 
 class DataError(RTrainError, ValueError):
@@ -159,12 +161,16 @@ def read_records(path: str, split: str) -> Iterator[tuple[str, dict[str, Any] | 
 def derive_domain(messages: list[dict[str, str]]) -> str:
     """Domain of a record without a domain field, from the conventions of the Sky-T1 prompts.
 
-    Code prompts (TACO/APPS) ask for an executable Python function or read stdin; math prompts ask for a
-    \\boxed{} answer; the rest (STILL-2 science and puzzles) is science.
+    Code prompts (TACO/APPS) ask for an executable Python function or read stdin; multiple-choice questions
+    (options A-D on their own lines, as in GPQA-style science) are science; other prompts asking for a \\boxed{}
+    answer are math; the rest (STILL-2 science and puzzles) is science.
     """
-    user = " ".join(m["content"] for m in messages if m["role"] == "user").lower()
-    if "executable python" in user or "stdin" in user or "```python" in user or "python function" in user:
+    user = " ".join(m["content"] for m in messages if m["role"] == "user")
+    lower = user.lower()
+    if "executable python" in lower or "stdin" in lower or "```python" in lower or "python function" in lower:
         return "code"
+    if len(MULTIPLE_CHOICE.findall(user)) >= 3:
+        return "science"
     if "\\boxed" in user:
         return "math"
     return "science"

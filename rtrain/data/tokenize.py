@@ -35,7 +35,7 @@ from rtrain.data.templates import ChatFormat, TemplateError, segments, tokenize_
 log = logging.getLogger(__name__)
 
 # Bump when the tokenized format or the masking logic changes, so stale caches are not reused.
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 COLUMNS = ("input_ids", "labels", "length", "num_loss_tokens", "truncated", "domain", "origin", "digest")
 
 
