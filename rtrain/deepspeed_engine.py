@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from rtrain.model import load_model  # noqa: E402
 from rtrain.optim import param_groups  # noqa: E402
 
 TAG = "zero3"
+# DeepSpeed calls torch.distributed APIs that torch deprecates, once per collective: silence that flood.
+warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use `torch\.distributed", category=FutureWarning)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

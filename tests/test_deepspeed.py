@@ -1,0 +1,63 @@
+"""DeepSpeed ZeRO-3 on CPU (gloo, 2 ranks): the same weights as the plain single-process run, and exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import FAST, REPO, assert_weights_close, read_metrics, run_cli, step_losses
+
+pytest.importorskip("deepspeed")
+pytestmark = pytest.mark.slow
+
+# DeepSpeed JIT-compiles its CPU ops (shm comm, cpu_adam) once; keep them between runs.
+EXT = {"TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"), "DS_ACCELERATOR": "cpu"}
+COMMON = [*FAST, "data.packing=false", "trainer.global_batch_size=4", "trainer.micro_batch_size=1",
+          "trainer.max_steps=3", "optimizer.eps=1e-6", "trainer.export_final=true"]
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("plain")
+    out = run_cli([*COMMON, f"hydra.run.dir={run_dir}"], **EXT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir
+
+
+def _compare(plain: Path, other: Path) -> None:
+    a, b = step_losses(read_metrics(plain)), step_losses(read_metrics(other))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-5)
+    assert_weights_close(load_file(str(plain / "final" / "model.safetensors")),
+                         load_file(str(other / "final" / "model.safetensors")))
+
+
+@pytest.mark.parametrize("hardware,extra", [
+    ("cpu_zero3", ["hardware.deepspeed_torch_optimizer=true"]),
+    ("cpu_zero3_offload", []),  # DeepSpeedCPUAdam with optimizer and parameter offload
+])
+def test_zero3_two_ranks_equal_plain_single_process(tmp_path: Path, plain: Path, hardware: str,
+                                                    extra: list[str]) -> None:
+    out = run_cli([*COMMON, f"hardware={hardware}", *extra, f"hydra.run.dir={tmp_path}"], nproc=2, **EXT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "step_00000003" / "zero3").is_dir()  # sharded ZeRO-3 state
+    _compare(plain, tmp_path)
+
+
+def test_zero3_resume_after_kill(tmp_path: Path) -> None:
+    common = [*COMMON, "hardware=cpu_zero3", "hardware.deepspeed_torch_optimizer=true", "trainer.max_steps=4",
+              "trainer.save_every=2"]
+    full = run_cli([*common, f"hydra.run.dir={tmp_path / 'full'}"], nproc=2, **EXT)
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = run_cli([*common, "trainer.stop_after_steps=3", f"hydra.run.dir={tmp_path / 'resumed'}"], nproc=2,
+                     **EXT)
+    assert killed.returncode != 0
+    resumed = run_cli([*common, f"hydra.run.dir={tmp_path / 'resumed'}"], nproc=2, **EXT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    assert step_losses(read_metrics(tmp_path / "full")) == step_losses(read_metrics(tmp_path / "resumed"))
+    assert_weights_close(load_file(str(tmp_path / "full" / "final" / "model.safetensors")),
+                         load_file(str(tmp_path / "resumed" / "final" / "model.safetensors")), rtol=0, atol=0)
