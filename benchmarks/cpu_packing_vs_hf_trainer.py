@@ -27,24 +27,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def compose(overrides: list[str], run_dir: str):  # type: ignore[no-untyped-def]
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from rtrain.config import register_configs, to_typed
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return to_typed(hydra_compose("config", overrides=[*overrides, f"run_dir={run_dir}"]))
-
-
 def run_rtrain(steps: int, packing: bool) -> dict[str, Any]:
+    from rtrain.config import compose
     from rtrain.trainer import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([f"trainer.max_steps={steps}", f"data.packing={str(packing).lower()}", "trainer.eval_every=0",
                        "trainer.export_final=false", "logger.progress_bar=false", "trainer.global_batch_size=4",
-                       "trainer.micro_batch_size=4"], tmp)
+                       "trainer.micro_batch_size=4"], run_dir=tmp)
         summary = train(cfg)
     return {"tokens": summary["input_tokens"], "seconds": summary["train_time_s"],
             "tokens_per_s": summary["tokens_per_s"]}
@@ -53,10 +43,11 @@ def run_rtrain(steps: int, packing: bool) -> dict[str, Any]:
 def run_hf_trainer(steps: int) -> dict[str, Any]:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from rtrain.config import compose
     from rtrain.data import ChatFormat, build_data
     from rtrain.model import load_model, load_tokenizer
 
-    cfg = compose([], ".")
+    cfg = compose()
     tokenizer = load_tokenizer(cfg.model)
     bundle = build_data(cfg, tokenizer, ChatFormat.resolve(tokenizer, cfg.data.template))
     samples = [bundle.train.sample(i) for i in range(len(bundle.train))]

@@ -10,18 +10,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from rtrain.config import register_configs, to_typed
+from rtrain.config import CONFIG_DIR, register_configs, to_typed
 from rtrain.errors import RTrainError
 
 register_configs()
-
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:

@@ -29,6 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from rtrain.errors import RTrainError
 
 
+# The Hydra config groups: conf/ at the repository root (rtrain is installed in editable mode).
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
 class ConfigError(RTrainError, ValueError):
     """A configuration that composes but cannot run; the message says which keys and how to fix them."""
 
@@ -192,6 +196,9 @@ class DataConfig:
     max_tokens_per_microbatch: Optional[int] = None
     # Held out from the usable records before mixing (deterministic given the seed).
     eval_samples: int = 32
+    # For planning (python -m rtrain.plan) when the data is not available locally.
+    expected_samples: Optional[int] = None
+    expected_mean_tokens: Optional[int] = None
     num_proc: int = 2
     # Tokenized datasets are cached here, keyed by data, tokenizer, template and length settings.
     cache_dir: str = "${oc.env:RTRAIN_CACHE,${oc.env:HOME,.}/.cache/rtrain}"
@@ -269,6 +276,9 @@ class TrainerConfig:
     # A step whose loss or grad norm is NaN/Inf is skipped; this many in a row stop the run.
     max_consecutive_nonfinite: int = 3
     activation_checkpointing: bool = False
+    # Selective checkpointing: only every n-th decoder layer recomputes (1 = all layers).
+    activation_checkpointing_every_n_layers: int = 1
+    # Keep the checkpointed layer inputs in pinned host memory (needs activation_checkpointing and a GPU).
     activation_offload: bool = False
     export_final: bool = True
     # Deterministic kernels on GPU (slower); CPU runs are deterministic anyway.
@@ -319,6 +329,16 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="rtrain_schema", node=RTrainConfig)
 
 
+def compose(overrides: list[str] | None = None, run_dir: str = ".") -> RTrainConfig:
+    """The typed config for these overrides, composed exactly as ``python -m rtrain`` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return to_typed(hydra_compose("config", overrides=[*(overrides or []), f"run_dir={run_dir}"]))
+
+
 def to_typed(cfg: DictConfig | RTrainConfig) -> RTrainConfig:
     """Resolve a composed DictConfig into the typed config (the only place a DictConfig is read)."""
     if isinstance(cfg, RTrainConfig):
@@ -367,6 +387,9 @@ def validate(cfg: RTrainConfig, world_size: int) -> None:
         )
     if (cfg.hardware.offload_params or cfg.hardware.offload_optimizer) and cfg.hardware.zero_stage != 3:
         raise ConfigError("hardware.offload_params/offload_optimizer need hardware.zero_stage=3")
+    if t.activation_offload and not (t.activation_checkpointing and cfg.hardware.device == "cuda"):
+        raise ConfigError("trainer.activation_offload=true offloads the checkpointed activations to pinned host "
+                          "memory: it needs trainer.activation_checkpointing=true and a GPU hardware config")
     if t.save_every < 0 or t.eval_every < 0 or t.log_every <= 0:
         raise ConfigError("trainer.save_every/eval_every must be >= 0 and trainer.log_every > 0")
     for source in cfg.mix.sources:

@@ -33,7 +33,7 @@ from transformers.integrations import HfDeepSpeedConfig  # noqa: E402
 
 from rtrain.config import ModelInit, Precision, RTrainConfig  # noqa: E402
 from rtrain.distributed import DistInfo  # noqa: E402
-from rtrain.engine import autocast, model_inputs, prepare_model  # noqa: E402
+from rtrain.engine import model_inputs, prepare_model  # noqa: E402
 from rtrain.model import load_model  # noqa: E402
 from rtrain.optim import param_groups  # noqa: E402
 
@@ -97,7 +97,6 @@ class DeepSpeedEngine:
     def __init__(self, cfg: RTrainConfig, dist_info: DistInfo) -> None:
         self.dist = dist_info
         self.precision = cfg.trainer.precision
-        self.activation_offload = cfg.trainer.activation_offload
         self.ds_config = deepspeed_config(cfg, dist_info.world_size)
         dtype = torch.bfloat16 if self.precision == Precision.bf16 else torch.float32
         if cfg.model.init == ModelInit.pretrained:
@@ -122,18 +121,14 @@ class DeepSpeedEngine:
 
     def forward_backward(self, batch: dict[str, Any], loss_scale: float) -> torch.Tensor:
         self.ds.train()
-        offload = (torch.autograd.graph.save_on_cpu(pin_memory=self.dist.device.type == "cuda")
-                   if self.activation_offload else _null())
-        with offload:
-            loss_sum = self.ds(**model_inputs(batch, self.dist.device))
+        loss_sum = self.ds(**model_inputs(batch, self.dist.device))
         self.ds.backward(loss_sum * (loss_scale * self.dist.world_size), scale_wrt_gas=False)
         return loss_sum.detach().float()
 
     @torch.no_grad()
     def eval_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         self.ds.eval()
-        with autocast(self.dist.device, Precision.fp32):
-            return self.ds(**model_inputs(batch, self.dist.device)).detach().float()
+        return self.ds(**model_inputs(batch, self.dist.device)).detach().float()
 
     def finish_step(self, lr: float, max_norm: float, loss_finite: bool) -> tuple[float, bool]:
         """ZeRO-3 has reduced gradients during backward; ``step`` clips at ``gradient_clipping`` (= max_norm) and
@@ -165,10 +160,3 @@ class DeepSpeedEngine:
         prefix = "model."  # the HF model sits at CausalLMWithLoss.model
         return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -62,10 +62,9 @@ class PlainEngine:
     lockstep = False
 
     def __init__(self, module: CausalLMWithLoss, opt_cfg: OptimizerConfig, dist_info: DistInfo,
-                 precision: Precision, activation_offload: bool = False) -> None:
+                 precision: Precision) -> None:
         self.dist = dist_info
         self.precision = precision
-        self.activation_offload = activation_offload
         self.module = module.to(dist_info.device)
         if dist_info.world_size > 1:
             for p in self.module.parameters():  # identical replicas whatever each rank's init did
@@ -77,14 +76,9 @@ class PlainEngine:
     def hf_model(self) -> PreTrainedModel:
         return self.module.model
 
-    def _offload(self) -> contextlib.AbstractContextManager[Any]:
-        if self.activation_offload:
-            return torch.autograd.graph.save_on_cpu(pin_memory=self.dist.device.type == "cuda")
-        return contextlib.nullcontext()
-
     def forward_backward(self, batch: dict[str, Any], loss_scale: float) -> torch.Tensor:
         self.module.train()
-        with autocast(self.dist.device, self.precision), self._offload():
+        with autocast(self.dist.device, self.precision):
             loss_sum = self.module(**model_inputs(batch, self.dist.device))
         (loss_sum * loss_scale).backward()
         return loss_sum.detach()
@@ -160,8 +154,11 @@ def prepare_model(model: PreTrainedModel, cfg: RTrainConfig) -> CausalLMWithLoss
     """Liger kernels and activation checkpointing on the HF model, wrapped with the loss head."""
     if cfg.model.liger:
         apply_liger(model)
-    if cfg.trainer.activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    t = cfg.trainer
+    if t.activation_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=t.activation_checkpointing_every_n_layers,
+                                              offload=t.activation_offload)
     return CausalLMWithLoss(model, liger=cfg.model.liger, loss_chunk_tokens=cfg.model.loss_chunk_tokens)
 
 
@@ -171,4 +168,4 @@ def build_engine(cfg: RTrainConfig, dist_info: DistInfo) -> Engine:
 
         return DeepSpeedEngine(cfg, dist_info)
     module = prepare_model(load_model(cfg.model, cfg.trainer.seed), cfg)
-    return PlainEngine(module, cfg.optimizer, dist_info, cfg.trainer.precision, cfg.trainer.activation_offload)
+    return PlainEngine(module, cfg.optimizer, dist_info, cfg.trainer.precision)

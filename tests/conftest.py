@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from rtrain.__main__ import CONFIG_DIR
-from rtrain.config import RTrainConfig, register_configs, to_typed
+from rtrain.config import RTrainConfig, compose
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -36,10 +36,7 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def compose_config(overrides: list[str] | None = None, run_dir: Path | str = ".") -> RTrainConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*(overrides or []), f"run_dir={run_dir}"])
-    return to_typed(cfg)
+    return compose(overrides, str(run_dir))
 
 
 def run_train(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -79,11 +76,8 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], timeout: int = 600, nproc: int = 1, **env: str) -> "subprocess.CompletedProcess[str]":
+def run_cli(args: list[str], timeout: int = 600, nproc: int = 1, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m rtrain ARGS`` (or ``torchrun --nproc_per_node=N -m rtrain ARGS``) in a subprocess."""
-    import subprocess
-    import sys
-
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "-m", "rtrain", *args]

@@ -96,6 +96,9 @@ def test_unknown_key_in_a_yaml_file_fails(tmp_path: Path) -> None:
     (conf / "trainer" / "typo.yaml").write_text("global_batch_sise: 8\n")
     from hydra import compose, initialize_config_dir
 
+    from rtrain.config import register_configs
+
+    register_configs()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         with pytest.raises(ConfigCompositionException) as e:
             compose("config", overrides=["trainer=typo", "run_dir=."])

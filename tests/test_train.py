@@ -58,6 +58,15 @@ def test_packing_equivalence(tmp_path: Path) -> None:
     assert all(0 < e <= 1 for e in effs)
 
 
+@pytest.mark.parametrize("every_n", [1, 2])
+def test_activation_checkpointing_changes_nothing_but_memory(tmp_path: Path, every_n: int) -> None:
+    plain = run_train(tmp_path / "plain", [*UNEVEN, "trainer.micro_batch_size=2"])
+    ac = run_train(tmp_path / "ac", [*UNEVEN, "trainer.micro_batch_size=2", "trainer.activation_checkpointing=true",
+                                     f"trainer.activation_checkpointing_every_n_layers={every_n}"])
+    assert step_losses(plain["metrics"]) == pytest.approx(step_losses(ac["metrics"]), rel=1e-6)
+    assert_weights_close(plain["weights"], ac["weights"])
+
+
 def _reference_step(cfg, world_size: int, rank_local: bool) -> dict[str, torch.Tensor]:
     """Step 0 computed with plain PyTorch and transformers' own loss: HF model(labels=...) gives the mean loss of a
     batch; ranks' gradients are averaged (rank_local) or weighted by their token share (global)."""

@@ -16,9 +16,7 @@ import sys
 from itertools import groupby
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-
-from rtrain.config import register_configs, to_typed
+from rtrain.config import compose
 
 
 def _marked(tokenizer, input_ids: list[int], labels: list[int], color: bool) -> str:  # type: ignore[no-untyped-def]
@@ -31,7 +29,6 @@ def _marked(tokenizer, input_ids: list[int], labels: list[int], color: bool) -> 
 
 
 def preview(argv: list[str]) -> None:
-    from rtrain.__main__ import CONFIG_DIR
     from rtrain.data import ChatFormat, build_data
     from rtrain.model import load_tokenizer
 
@@ -45,9 +42,9 @@ def preview(argv: list[str]) -> None:
             opts[key] = value
         else:
             overrides.append(arg)
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = to_typed(compose("config", overrides=[*overrides, "run_dir=."]))
+    if opts["format"] not in ("text", "jsonl"):
+        raise SystemExit(f"preview.format={opts['format']}: use text or jsonl")
+    cfg = compose(overrides)
     tokenizer = load_tokenizer(cfg.model)
     fmt = ChatFormat.resolve(tokenizer, cfg.data.template)
     bundle = build_data(cfg, tokenizer, fmt)
