@@ -29,7 +29,7 @@ from rtrain.distributed import DistInfo
 from rtrain.model import CausalLMWithLoss, apply_liger, load_model
 from rtrain.optim import build_optimizer
 
-MODEL_INPUTS = ("input_ids", "position_ids", "targets", "attention_mask")
+MODEL_INPUTS = ("input_ids", "position_ids", "targets", "attention_mask", "cu_seqlens")
 
 
 class Engine(Protocol):
@@ -48,8 +48,11 @@ class Engine(Protocol):
     def hf_model(self) -> PreTrainedModel: ...
 
 
-def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    inputs: dict[str, Any] = {k: batch[k].to(device, non_blocking=True) for k in MODEL_INPUTS if k in batch}
+    if "max_seqlen" in batch:
+        inputs["max_seqlen"] = batch["max_seqlen"]
+    return inputs
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:

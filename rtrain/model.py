@@ -86,7 +86,11 @@ def load_model(cfg: ModelConfig, seed: int, dtype: torch.dtype = torch.float32) 
 
 
 def apply_liger(model: PreTrainedModel) -> None:
-    """Liger's fused RMSNorm, RoPE and SwiGLU kernels on a Qwen2/Llama model; the fused loss is in LossHead."""
+    """Liger's fused RMSNorm, RoPE and SwiGLU kernels on a Qwen2/Llama model; the fused loss is in LossHead.
+
+    Liger patches the model's modules, and also transformers' modeling module for the rest of the process (RoPE is
+    a module-level function there), so a later model built in the same process is patched too.
+    """
     try:
         from liger_kernel.transformers import apply_liger_kernel_to_llama, apply_liger_kernel_to_qwen2
     except ImportError as e:
@@ -149,10 +153,16 @@ class CausalLMWithLoss(nn.Module):
         head.use_liger = liger
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, **attn_kwargs: Any) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None,
+                max_seqlen: int | None = None) -> torch.Tensor:
+        varlen: dict[str, Any] = {}
+        if cu_seqlens is not None and self.model.config._attn_implementation == "flash_attention_2":
+            # Given explicitly, flash-attention runs varlen without inferring the boundaries from position_ids,
+            # which costs a device sync in every layer.
+            varlen = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": max_seqlen,
+                      "max_length_k": max_seqlen}
         out = self.model.get_decoder()(
-            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
-            **attn_kwargs,
+            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False, **varlen,
         )
         return self.model.get_output_embeddings()(out.last_hidden_state, targets)
 

@@ -213,7 +213,13 @@ class Trainer:
             "mfu": mfu(flops_all, elapsed, self.dist.world_size, cfg.hardware.peak_flops_per_device),
             "packing_efficiency": real_all / max(slots_all, 1), "step_time_s": elapsed,
             "skipped_steps": self.state.skipped_steps, "samples_seen": (step + 1) * t.global_batch_size,
+            **self._memory(),
         }
+
+    def _memory(self) -> dict[str, float]:
+        if self.dist.device.type != "cuda":
+            return {}
+        return {"peak_memory_gib": torch.cuda.max_memory_allocated(self.dist.device) / 2**30}
 
     def _check_nonfinite(self, step: int, samples: np.ndarray, mine: list[list[int]], per_mb: torch.Tensor,
                          loss: float, grad_norm: float, global_tokens: int) -> None:
@@ -297,7 +303,7 @@ class Trainer:
             "tokens_per_s": s.tokens_seen / max(s.train_time_s, 1e-9),
             "mfu": mfu(s.flops_seen, s.train_time_s, self.dist.world_size, self.cfg.hardware.peak_flops_per_device),
             "num_params": self.num_params, "world_size": self.dist.world_size,
-            "train_samples": len(self.data.train), "dataset_hash": self.data.content_hash,
+            "train_samples": len(self.data.train), "dataset_hash": self.data.content_hash, **self._memory(),
         }
         if self.dist.is_main:
             write_summary(self.run_dir, summary)

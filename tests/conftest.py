@@ -35,6 +35,17 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["RTRAIN_CACHE"] = str(tmp_path_factory.mktemp("rtrain_cache"))
 
 
+@pytest.fixture
+def restore_transformers_qwen2():
+    """Liger patches transformers' Qwen2 module for the whole process (its RoPE is a module function): undo it."""
+    import transformers.models.qwen2.modeling_qwen2 as qwen2
+
+    saved = dict(vars(qwen2))
+    yield
+    for name, value in saved.items():
+        setattr(qwen2, name, value)
+
+
 def compose_config(overrides: list[str] | None = None, run_dir: Path | str = ".") -> RTrainConfig:
     return compose(overrides, str(run_dir))
 
@@ -58,8 +69,9 @@ def step_losses(rows: list[dict[str, Any]]) -> dict[int, float]:
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Weights of the newest plain-path checkpoint ({} for ZeRO-3's sharded checkpoints)."""
     ckpts = sorted((run_dir / "checkpoints").glob("step_*"))
-    return load_file(str(ckpts[-1] / "model.safetensors")) if ckpts else {}
+    return load_file(str(ckpts[-1] / "model.safetensors")) if ckpts and (ckpts[-1] / "model.safetensors").exists() else {}
 
 
 def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5,

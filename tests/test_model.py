@@ -69,7 +69,7 @@ def test_missing_model_directory_and_flash_attention_errors(tmp_path) -> None:
             check_attention(ModelConfig(attn_implementation=AttnImpl.flash_attention_2))
 
 
-def test_liger_patch_applies_on_cpu() -> None:
+def test_liger_patch_applies_on_cpu(restore_transformers_qwen2: None) -> None:
     pytest.importorskip("liger_kernel")
     import transformers.models.qwen2.modeling_qwen2 as qwen2
 

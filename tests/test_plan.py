@@ -53,3 +53,14 @@ def test_plan_cli_on_the_default_uses_the_real_data() -> None:
     out = subprocess.run([sys.executable, "-m", "rtrain.plan"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "measured from the data" in out.stdout and "fits" in out.stdout
+
+
+def test_gpu_benchmark_script_runs_in_smoke_mode(tmp_path) -> None:
+    """The GPU benchmark cannot run here; its --smoke mode (tiny model, CPU) keeps the script from rotting."""
+    out = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--smoke", "--out", str(tmp_path / "r.json")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert {r["setting"] for r in rows} == {"baseline", "fast"} and all(r["tokens_per_s"] > 0 for r in rows)
