@@ -116,7 +116,7 @@ class Trainer:
         resumed_from = self._maybe_resume()
         self.sink = MetricsSink(cfg.logger, self.run_dir, dist.is_main, config_dict(cfg),
                                 self.state.step if resumed_from else None)
-        self.preemption = PreemptionHandler(dist)
+        self.preemption = PreemptionHandler(dist, self.run_dir)
         if dist.is_main:
             accumulation = "packed bins" if d.packing else (t.global_batch_size // dist.world_size
                                                             // t.micro_batch_size)
