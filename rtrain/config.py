@@ -208,11 +208,17 @@ class DataConfig:
 class OptimizerConfig:
     name: str = "adamw"
     lr: float = 1e-3
+    # The peak lr is lr * lr_multiplier: sweeps scale an experiment's lr without restating it (conf/sweep/lr.yaml).
+    lr_multiplier: float = 1.0
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     # Parameters whose name contains one of these (case-insensitive) get no weight decay.
     no_decay: list[str] = field(default_factory=lambda: ["bias", "norm"])
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr * self.lr_multiplier
 
 
 @dataclass
@@ -315,6 +321,8 @@ class RTrainConfig:
     run_dir: str = "${hydra:runtime.output_dir}"
     # Names the experiment in summaries and W&B (set by experiment configs).
     experiment: str = "default"
+    # Names the sweep (set by conf/sweep/*.yaml); part of the multirun directory.
+    sweep_name: str = "sweep"
 
 
 def asset_path(relative: str) -> str:

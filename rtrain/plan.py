@@ -3,6 +3,7 @@
     python -m rtrain.plan +experiment=sky_t1
     python -m rtrain.plan +experiment=sky_t1 plan.tokens_per_s_per_device=1800   # from a measured throughput
     python -m rtrain.plan +experiment=sky_t1 model.liger=true plan.format=json
+    python -m rtrain.plan +experiment=sky_t1 +sweep=epochs                       # every job of a sweep, and the total
 
 Per-device memory (GiB) is estimated from the architecture numbers in the model config:
 
@@ -28,6 +29,7 @@ The activation figures are validated on CPU against the bytes autograd actually 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -228,8 +230,41 @@ def _variant(cfg: RTrainConfig, checkpointing: bool, liger: bool) -> RTrainConfi
     return c
 
 
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs of a sweep config (``+sweep=...``): one override list per point of ``hydra.sweeper.params``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rtrain.config import CONFIG_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=False) or {}
+    grid = [[f"{key}={v.strip()}" for v in str(values).split(",")] for key, values in params.items()]
+    return [list(job) for job in itertools.product(*grid)] if grid else [[]]
+
+
+def plan_sweep(overrides: list[str], mfu: float, tokens_per_s_per_device: float | None) -> str:
+    lines, hours, cost, sources = [], 0.0, 0.0, set()
+    for job in sweep_jobs(overrides):
+        cfg = compose([*overrides, *job])
+        plan = make_plan(cfg, [] if tokens_per_s_per_device else [mfu], tokens_per_s_per_device)
+        est = plan.estimates[-1]
+        hours, cost = hours + est["hours"], cost + est["cost"]
+        sources.add(plan.data_source)
+        lines.append(f"  {' '.join(job) or '(no sweep)':40s} {plan.train_samples:7d} samples {plan.steps:6d} steps "
+                     f"{est['hours']:7.1f} h  ${est['cost']:>9,.0f}")
+    basis = f"{tokens_per_s_per_device:.0f} tokens/s per device" if tokens_per_s_per_device else f"{mfu:.0%} MFU"
+    return "\n".join([f"sweep plan at {basis} (data {', '.join(sorted(sources))}):", *lines,
+                      f"  {'total':68s} {hours:7.1f} h  ${cost:>9,.0f}"])
+
+
 def main(argv: list[str] | None = None) -> None:
     opts: dict[str, str] = {"mfu": "0.07,0.2,0.4", "tokens_per_s_per_device": "", "format": "text"}
+    if any(arg.startswith(("+sweep=", "sweep=")) for arg in (sys.argv[1:] if argv is None else argv)):
+        opts["mfu"] = "0.07"
     overrides = []
     for arg in sys.argv[1:] if argv is None else argv:
         if arg.startswith("plan."):
@@ -239,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
             opts[key] = value
         else:
             overrides.append(arg)
+    measured = float(opts["tokens_per_s_per_device"]) if opts["tokens_per_s_per_device"] else None
+    if any(o.startswith(("+sweep=", "sweep=")) for o in overrides):
+        print(plan_sweep(overrides, float(opts["mfu"].split(",")[0]), measured))
+        return
     cfg = compose(overrides)
     plan = make_plan(cfg, [float(x) for x in opts["mfu"].split(",") if x],
                      float(opts["tokens_per_s_per_device"]) if opts["tokens_per_s_per_device"] else None)

@@ -82,7 +82,9 @@ def _init_wandb(cfg: LoggerConfig, run_dir: Path, config: dict[str, Any]) -> Any
     mode = os.environ.get("WANDB_MODE", cfg.mode)
     try:
         return wandb.init(
-            project=cfg.project, entity=cfg.entity, group=cfg.group, name=cfg.run_name, job_type=cfg.job_type,
+            # A sweep job's directory is named after its overrides ("2_trainer.epochs=3"): a good default name.
+            project=cfg.project, entity=cfg.entity, group=cfg.group, name=cfg.run_name or run_dir.name,
+            job_type=cfg.job_type,
             tags=list(cfg.tags), config=config, dir=str(run_dir), id=run_id, resume="allow", mode=mode,
         )
     except Exception as e:  # wandb raises UsageError / CommError when online without a key or network

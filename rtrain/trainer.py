@@ -190,7 +190,7 @@ class Trainer:
         all_reduce_sum(totals)
         loss_sum, real_all, slots_all, flops_all = totals.tolist()
         loss = loss_sum / max(global_tokens, 1)
-        lr = lr_at(step, peak_lr=cfg.optimizer.lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+        lr = lr_at(step, peak_lr=cfg.optimizer.peak_lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
                    min_lr_ratio=cfg.scheduler.min_lr_ratio, schedule=cfg.scheduler.name)
         grad_norm, applied = self.engine.finish_step(lr, t.max_grad_norm, bool(np.isfinite(loss)) and global_tokens > 0)
         if applied:
