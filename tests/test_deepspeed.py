@@ -61,3 +61,28 @@ def test_zero3_resume_after_kill(tmp_path: Path) -> None:
     assert step_losses(read_metrics(tmp_path / "full")) == step_losses(read_metrics(tmp_path / "resumed"))
     assert_weights_close(load_file(str(tmp_path / "full" / "final" / "model.safetensors")),
                          load_file(str(tmp_path / "resumed" / "final" / "model.safetensors")), rtol=0, atol=0)
+
+
+def test_deepspeed_config_is_built_from_the_hardware_config(tmp_path: Path) -> None:
+    import json
+
+    from rtrain.deepspeed_engine import deepspeed_config
+
+    from conftest import compose_config
+
+    ds = deepspeed_config(compose_config(["+experiment=sky_t1"]), world_size=8)
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3 and zero["overlap_comm"] and zero["contiguous_gradients"]
+    assert zero["offload_param"] == {"device": "cpu", "pin_memory": True}
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert zero["sub_group_size"] == zero["stage3_max_live_parameters"] == zero["stage3_max_reuse_distance"] == 10**9
+    assert zero["stage3_gather_16bit_weights_on_model_save"] and ds["bf16"]["enabled"]
+    assert ds["gradient_clipping"] == 1.0 and ds["managed_gradient_accumulation"] is False
+    assert ds["optimizer"]["params"]["weight_decay"] == 0.0
+    override = tmp_path / "ds.json"
+    override.write_text(json.dumps({"zero_optimization": {"overlap_comm": False, "round_robin_gradients": True}}))
+    merged = deepspeed_config(compose_config(["+experiment=sky_t1", f"hardware.deepspeed_config_override={override}"]),
+                              world_size=8)
+    assert merged["zero_optimization"]["overlap_comm"] is False
+    assert merged["zero_optimization"]["round_robin_gradients"] is True
+    assert merged["zero_optimization"]["offload_param"]["device"] == "cpu"  # the rest is kept

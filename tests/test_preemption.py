@@ -29,11 +29,17 @@ def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: fl
     raise TimeoutError(f"no step {step} in {run_dir}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
-def test_signal_checkpoints_current_step_and_resume_matches(tmp_path: Path, sig: signal.Signals) -> None:
-    full = run_cli([*COMMON, f"hydra.run.dir={tmp_path / 'full'}"])
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("full")
+    full = run_cli([*COMMON, f"hydra.run.dir={run_dir}"])
     assert full.returncode == 0, full.stderr[-3000:]
+    return run_dir
 
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_signal_checkpoints_current_step_and_resume_matches(tmp_path: Path, uninterrupted: Path,
+                                                            sig: signal.Signals) -> None:
     run_dir = tmp_path / "preempted"
     proc = subprocess.Popen([sys.executable, "-m", "rtrain", *COMMON, f"hydra.run.dir={run_dir}"], cwd=REPO,
                             env=cli_env(SLURM_JOB_ID=""), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -49,7 +55,7 @@ def test_signal_checkpoints_current_step_and_resume_matches(tmp_path: Path, sig:
 
     resumed = run_cli([*COMMON, f"hydra.run.dir={run_dir}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert step_losses(read_metrics(run_dir)) == step_losses(read_metrics(tmp_path / "full"))
+    assert step_losses(read_metrics(run_dir)) == step_losses(read_metrics(uninterrupted))
 
 
 def test_flag_file_stops_two_ranks_together(tmp_path: Path) -> None:

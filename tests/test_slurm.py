@@ -77,3 +77,22 @@ def test_torchrun_launcher(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((tmp_path / "summary.json").read_text())["world_size"] == 2
+
+
+def test_ranks_from_slurm_tasks_without_torchrun(tmp_path: Path, fake_slurm: dict[str, str]) -> None:
+    """srun (or submitit) starting one task per device: rank and world size come from SLURM's variables."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**fake_slurm, "SLURM_PROCID": str(rank), "SLURM_NTASKS": "2", "SLURM_LOCALID": str(rank),
+               "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "rtrain", *ARGS, f"hydra.run.dir={tmp_path / 'run'}"],
+                                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["world_size"] == 2

@@ -205,6 +205,18 @@ def test_export_round_trips_and_generates(tmp_path: Path) -> None:
     assert again["summary"]["steps"] == 1
 
 
+def test_qwen25_export_stops_at_endoftext(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, GenerationConfig
+
+    run_train(tmp_path, ["trainer.max_steps=1", "trainer.export_final=true", "data.template=qwen25"])
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "final")
+    end_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert GenerationConfig.from_pretrained(tmp_path / "final").eos_token_id == end_id
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                                             tokenize=False)
+    assert rendered.endswith("<|im_start|>assistant\na<|endoftext|>")  # the exported template is the trained one
+
+
 def test_run_directory_contents(tmp_path: Path) -> None:
     run_train(tmp_path, ["trainer.max_steps=2", "trainer.eval_every=1"])
     for name in ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "data_stats.json", "data_stats.md"):
