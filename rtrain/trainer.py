@@ -114,12 +114,19 @@ class Trainer:
         self.checkpointer = Checkpointer(self.run_dir, t.keep_last_checkpoints, dist)
         self.state = TrainState(dataset_hash=self.data.content_hash)
         resumed_from = self._maybe_resume()
-        self.sink = MetricsSink(cfg.logger, self.run_dir, dist.is_main, config_dict(cfg),
+        # Derived once here, printed, and recorded with the config (W&B) and in summary.json.
+        self.derived = {
+            "world_size": dist.world_size, "steps_per_epoch": self.planner.steps_per_epoch,
+            "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+            "grad_accumulation_steps": None if d.packing else t.global_batch_size // dist.world_size
+            // t.micro_batch_size, "train_samples": len(self.data.train), "eval_samples": len(self.data.eval),
+            "dataset_hash": self.data.content_hash,
+        }
+        self.sink = MetricsSink(cfg.logger, self.run_dir, dist.is_main, {**config_dict(cfg), "derived": self.derived},
                                 self.state.step if resumed_from else None)
         self.preemption = PreemptionHandler(dist, self.run_dir)
         if dist.is_main:
-            accumulation = "packed bins" if d.packing else (t.global_batch_size // dist.world_size
-                                                            // t.micro_batch_size)
+            accumulation = self.derived["grad_accumulation_steps"] or "packed bins"
             print(f"model {self.num_params / 1e6:.1f}M parameters | train {len(self.data.train)} samples, "
                   f"{self.planner.steps_per_epoch} steps/epoch, {self.total_steps} steps, warmup "
                   f"{self.warmup_steps} | global batch {t.global_batch_size} = world {dist.world_size} x "
@@ -302,8 +309,7 @@ class Trainer:
             "input_tokens": s.tokens_seen, "train_time_s": s.train_time_s,
             "tokens_per_s": s.tokens_seen / max(s.train_time_s, 1e-9),
             "mfu": mfu(s.flops_seen, s.train_time_s, self.dist.world_size, self.cfg.hardware.peak_flops_per_device),
-            "num_params": self.num_params, "world_size": self.dist.world_size,
-            "train_samples": len(self.data.train), "dataset_hash": self.data.content_hash, **self._memory(),
+            "num_params": self.num_params, **self.derived, **self._memory(),
         }
         if self.dist.is_main:
             write_summary(self.run_dir, summary)
