@@ -125,10 +125,7 @@ def measure(arch: ArchConfig, lengths: list[int], row_tokens: int, *, packing: b
     result = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
               "mfu": flops / seconds / peak, "micro_batches": len(batches),
               "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
-    del module, batches
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return result
+    return result  # the model and batches go with this frame; the caller empties the CUDA cache
 
 
 def settings(smoke: bool) -> dict[str, dict[str, Any]]:
@@ -211,7 +208,8 @@ def main() -> None:
     parser.add_argument("--tokens-per-setting", type=int, default=200_000)
     parser.add_argument("--trl", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny model on CPU, to check the script itself")
-    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/gpu_throughput_<device>.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/gpu_throughput_<device>.json")
     args = parser.parse_args()
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     if device == "cpu" and not args.smoke:
@@ -238,6 +236,8 @@ def main() -> None:
                             r = {"error": "out of memory"}
                             break
                         attempt["checkpoint_every"] = 1
+                if device == "cuda":
+                    torch.cuda.empty_cache()
                 row = {"shape": shape, "row_tokens": row_tokens, "setting": name, **attempt, **r}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -151,11 +151,7 @@ def to_markdown(table: pd.DataFrame, floatfmt: str = ".4g") -> str:
 
 
 def plot_loss_curves(runs: list[Run], out: Path, label_keys: list[str] | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     label_keys = label_keys if label_keys is not None else swept_keys(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     curves = loss_curves(runs)
@@ -170,20 +166,29 @@ def plot_loss_curves(runs: list[Run], out: Path, label_keys: list[str] | None = 
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (dots: eval loss)")
     ax.legend(fontsize=8)
+    return _save(fig, ax, out)
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, ax, out: Path) -> Path:  # type: ignore[no-untyped-def]
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out
 
 
 def plot_metric_vs_swept(table: pd.DataFrame, key: str, metric: str, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     data = table[[key, metric]].dropna()
     if pd.api.types.is_numeric_dtype(data[key]):
@@ -193,12 +198,7 @@ def plot_metric_vs_swept(table: pd.DataFrame, key: str, metric: str, out: Path) 
         ax.bar(data[key].astype(str), data[metric])
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, out)
 
 
 def wandb_table(project: str, group: str | None = None, entity: str | None = None) -> pd.DataFrame:

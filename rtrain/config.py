@@ -347,6 +347,20 @@ def compose(overrides: list[str] | None = None, run_dir: str = ".") -> RTrainCon
         return to_typed(hydra_compose("config", overrides=[*(overrides or []), f"run_dir={run_dir}"]))
 
 
+def split_options(argv: list[str], prefix: str, options: dict[str, str]) -> list[str]:
+    """Take ``<prefix>.key=value`` arguments of a tool (preview, plan) into ``options``; return the Hydra overrides."""
+    overrides = []
+    for arg in argv:
+        if arg.startswith(prefix + "."):
+            key, _, value = arg[len(prefix) + 1:].partition("=")
+            if key not in options:
+                raise SystemExit(f"unknown option {prefix}.{key}; known: {', '.join(f'{prefix}.{k}' for k in options)}")
+            options[key] = value
+        else:
+            overrides.append(arg)
+    return overrides
+
+
 def to_typed(cfg: DictConfig | RTrainConfig) -> RTrainConfig:
     """Resolve a composed DictConfig into the typed config (the only place a DictConfig is read)."""
     if isinstance(cfg, RTrainConfig):

@@ -136,7 +136,8 @@ class PlainEngine:
         missing, unexpected = self.hf_model.load_state_dict(state, strict=False)
         tied = {k for k in missing if k.endswith("lm_head.weight")}
         if set(missing) - tied or unexpected:
-            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
+            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, "
+                               f"unexpected {unexpected}")
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.dist.device,
                                                   weights_only=True))
 

@@ -47,8 +47,8 @@ def _load_error(what: str, path: str, e: Exception) -> ModelError:
 
 def check_attention(cfg: ModelConfig) -> None:
     if cfg.attn_implementation == AttnImpl.flash_attention_2 and importlib.util.find_spec("flash_attn") is None:
-        raise ModelError("model.attn_implementation=flash_attention_2 needs flash-attn, which is not installed. "
-                         "Fix: pip install flash-attn --no-build-isolation (GPU machine), or model.attn_implementation=sdpa")
+        raise ModelError("model.attn_implementation=flash_attention_2 needs flash-attn, which is not installed. Fix: "
+                         "pip install flash-attn --no-build-isolation (GPU machine), or model.attn_implementation=sdpa")
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

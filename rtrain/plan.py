@@ -37,7 +37,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rtrain.config import ArchConfig, Precision, RTrainConfig, compose
+from rtrain.config import ArchConfig, Precision, RTrainConfig, compose, split_options
 from rtrain.data.records import is_local
 from rtrain.metrics import ModelFlops, arch_param_counts, head_dim
 
@@ -171,7 +171,8 @@ def make_plan(cfg: RTrainConfig, mfus: list[float], tokens_per_s_per_device: flo
     estimates = []
     for m in mfus:
         seconds = flops / (m * hw.peak_flops_per_device * devices)
-        estimates.append({"mfu": m, "hours": seconds / 3600, "cost": seconds / 3600 * devices * hw.price_per_device_hour,
+        estimates.append({"mfu": m, "hours": seconds / 3600,
+                          "cost": seconds / 3600 * devices * hw.price_per_device_hour,
                           "tokens_per_s_per_device": tokens / seconds / devices})
     if tokens_per_s_per_device:
         seconds = tokens / (tokens_per_s_per_device * devices)
@@ -192,7 +193,8 @@ def render(plan: Plan, cfg: RTrainConfig) -> str:
     lines = [
         f"plan for experiment '{plan.experiment}': {plan.model} ({plan.params_b:.2f}B parameters) on {plan.devices} x "
         f"{hw.name} device(s), ZeRO stage {hw.zero_stage}"
-        + (", params offloaded" if hw.offload_params else "") + (", optimizer offloaded" if hw.offload_optimizer else ""),
+        + (", params offloaded" if hw.offload_params else "")
+        + (", optimizer offloaded" if hw.offload_optimizer else ""),
         f"data: {plan.train_samples} samples x {plan.mean_tokens_per_sample:.0f} tokens ({plan.data_source}); "
         f"{plan.steps} steps x {cfg.trainer.global_batch_size} samples = {plan.tokens / 1e6:.1f}M tokens, "
         f"{plan.flops:.3g} FLOPs",
@@ -263,17 +265,7 @@ def plan_sweep(overrides: list[str], mfu: float, tokens_per_s_per_device: float 
 
 def main(argv: list[str] | None = None) -> None:
     opts: dict[str, str] = {"mfu": "0.07,0.2,0.4", "tokens_per_s_per_device": "", "format": "text"}
-    if any(arg.startswith(("+sweep=", "sweep=")) for arg in (sys.argv[1:] if argv is None else argv)):
-        opts["mfu"] = "0.07"
-    overrides = []
-    for arg in sys.argv[1:] if argv is None else argv:
-        if arg.startswith("plan."):
-            key, _, value = arg[len("plan."):].partition("=")
-            if key not in opts:
-                raise SystemExit(f"unknown option plan.{key}; known: {', '.join('plan.' + k for k in opts)}")
-            opts[key] = value
-        else:
-            overrides.append(arg)
+    overrides = split_options(sys.argv[1:] if argv is None else argv, "plan", opts)
     measured = float(opts["tokens_per_s_per_device"]) if opts["tokens_per_s_per_device"] else None
     if any(o.startswith(("+sweep=", "sweep=")) for o in overrides):
         print(plan_sweep(overrides, float(opts["mfu"].split(",")[0]), measured))

@@ -71,7 +71,8 @@ def step_losses(rows: list[dict[str, Any]]) -> dict[int, float]:
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """Weights of the newest plain-path checkpoint ({} for ZeRO-3's sharded checkpoints)."""
     ckpts = sorted((run_dir / "checkpoints").glob("step_*"))
-    return load_file(str(ckpts[-1] / "model.safetensors")) if ckpts and (ckpts[-1] / "model.safetensors").exists() else {}
+    weights = ckpts[-1] / "model.safetensors" if ckpts else None
+    return load_file(str(weights)) if weights is not None and weights.exists() else {}
 
 
 def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5,

@@ -23,7 +23,8 @@ GOOD = {"system": "S", "conversations": [{"from": "user", "value": "q"}, {"from"
 def write_jsonl(path: Path, lines: list[object]) -> Path:
     with path.open("wb") as f:
         for line in lines:
-            f.write(line if isinstance(line, bytes) else (json.dumps(line) if not isinstance(line, str) else line).encode())
+            text = line if isinstance(line, (bytes, str)) else json.dumps(line)
+            f.write(text if isinstance(text, bytes) else text.encode())
             f.write(b"\n")
     return path
 

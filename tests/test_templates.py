@@ -52,7 +52,8 @@ CASES = {
         {"role": "assistant", "content": "first"}, {"role": "user", "content": "b"},
         {"role": "assistant", "content": "\n\nsecond, starting with newlines"},
     ],
-    "non_ascii": [{"role": "user", "content": "π ≤ 4? 答案"}, {"role": "assistant", "content": "Oui, naïve: π ≈ 3.14 答案"}],
+    "non_ascii": [{"role": "user", "content": "π ≤ 4? 答案"},
+                  {"role": "assistant", "content": "Oui, naïve: π ≈ 3.14 答案"}],
 }
 
 

@@ -13,14 +13,18 @@ from rtrain.data.mix import DataBundle, SampleSet, build_mix
 from rtrain.data.records import BadRecordError, DataError
 from rtrain.data.templates import ChatFormat
 from rtrain.data.tokenize import tokenize_source
-from rtrain.distributed import DistInfo, broadcast_object
+from rtrain.distributed import DistInfo, barrier, broadcast_object
 
 __all__ = ["BadRecordError", "ChatFormat", "DataBundle", "DataError", "SampleSet", "build_data"]
 
 
 def build_data(cfg: RTrainConfig, tokenizer: PreTrainedTokenizerBase, fmt: ChatFormat,
                dist: DistInfo | None = None) -> DataBundle:
-    """Training and eval sets of the configured mix. Rank 0 tokenizes first; the other ranks read its cache."""
+    """Training and eval sets of the configured mix.
+
+    Rank 0 tokenizes first; then each node's first rank (which finds rank 0's cache when the cache directory is
+    shared, or writes its own), then all other ranks, which read the cache.
+    """
 
     def tokenize(path: str, split: str):  # type: ignore[no-untyped-def]
         return tokenize_source(path, split, cfg.data, tokenizer, fmt)
@@ -38,4 +42,7 @@ def build_data(cfg: RTrainConfig, tokenizer: PreTrainedTokenizerBase, fmt: ChatF
         raise error
     if failure is not None:
         raise DataError(f"rank 0 could not build the data: {failure}")
+    if bundle is None and dist.local_rank == 0:
+        bundle = build_mix(cfg.data, cfg.mix, cfg.trainer.seed, tokenize)
+    barrier()
     return bundle if bundle is not None else build_mix(cfg.data, cfg.mix, cfg.trainer.seed, tokenize)

@@ -16,7 +16,7 @@ import sys
 from itertools import groupby
 
 import numpy as np
-from rtrain.config import compose
+from rtrain.config import compose, split_options
 
 
 def _marked(tokenizer, input_ids: list[int], labels: list[int], color: bool) -> str:  # type: ignore[no-untyped-def]
@@ -33,15 +33,7 @@ def preview(argv: list[str]) -> None:
     from rtrain.model import load_tokenizer
 
     opts = {"num_samples": "3", "format": "text"}
-    overrides = []
-    for arg in argv:
-        if arg.startswith("preview."):
-            key, _, value = arg[len("preview."):].partition("=")
-            if key not in opts:
-                raise SystemExit(f"unknown option preview.{key}; known: {', '.join('preview.' + k for k in opts)}")
-            opts[key] = value
-        else:
-            overrides.append(arg)
+    overrides = split_options(argv, "preview", opts)
     if opts["format"] not in ("text", "jsonl"):
         raise SystemExit(f"preview.format={opts['format']}: use text or jsonl")
     cfg = compose(overrides)

@@ -214,7 +214,8 @@ def to_conversation(record: dict[str, Any], origin: str, cfg: DataConfig) -> Con
         where = f"{turns_key}[{i}]"
         if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
             keys = sorted(turn) if isinstance(turn, dict) else type(turn).__name__
-            raise BadRecordError(origin, "missing_field", f"{where} needs '{role_key}' and '{content_key}' (has {keys})",
+            raise BadRecordError(origin, "missing_field",
+                                 f"{where} needs '{role_key}' and '{content_key}' (has {keys})",
                                  f"remap with data.fields.role/content (schema {schema.value}) or fix the record")
         raw_role, content = turn[role_key], turn[content_key]
         role = cfg.roles.get(str(raw_role))

@@ -19,15 +19,20 @@ from rtrain.errors import RTrainError
 
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
-# The Qwen2.5 ChatML layout: assistant turns end with <|im_end|> (the tokenizer's eos), then a newline.
-# `{% generation %}` markers let transformers' return_assistant_tokens_mask work too.
-QWEN2_5_CHATML = (
+# Both templates open with the record's system prompt, or Qwen's default one.
+_SYSTEM_BLOCK = (
     "{%- if messages[0]['role'] == 'system' -%}"
     "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' -}}"
     "{%- else -%}"
     "{{- '<|im_start|>system\\n" + QWEN_DEFAULT_SYSTEM + "<|im_end|>\\n' -}}"
     "{%- endif -%}"
-    "{%- for message in messages -%}"
+)
+
+# The Qwen2.5 ChatML layout: assistant turns end with <|im_end|> (the tokenizer's eos), then a newline.
+# `{% generation %}` markers let transformers' return_assistant_tokens_mask work too.
+QWEN2_5_CHATML = (
+    _SYSTEM_BLOCK
+    + "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}"
     "{{- '<|im_start|>user\\n' + message['content'] + '<|im_end|>\\n' -}}"
     "{%- elif message['role'] == 'assistant' -%}"
@@ -40,16 +45,13 @@ QWEN2_5_CHATML = (
 )
 
 # The Sky-T1 run's LLaMA-Factory `qwen25` template, byte-identical:
-#   <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{assistant}<|endoftext|>
+#   <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n
+#   <|im_start|>assistant\n{assistant}<|endoftext|>
 # Each assistant turn ends with <|endoftext|> (the template's eos replaces <|im_end|>); a later user turn is
 # preceded by the separator "\n".
 QWEN25_SKY_T1 = (
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' -}}"
-    "{%- else -%}"
-    "{{- '<|im_start|>system\\n" + QWEN_DEFAULT_SYSTEM + "<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
+    _SYSTEM_BLOCK
+    + "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}"
     "{%- if not loop.first and loop.previtem['role'] == 'assistant' -%}{{- '\\n' -}}{%- endif -%}"
     "{{- '<|im_start|>user\\n' + message['content'] + '<|im_end|>\\n' -}}"

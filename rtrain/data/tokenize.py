@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -168,17 +169,20 @@ def tokenize_source(path: str, split: str, cfg: DataConfig, tokenizer: PreTraine
     stats.usable = len(usable)
     stats.truncated = int(sum(usable["truncated"]))
     if stats.usable == 0:
-        raise DataError(
-            f"{path}: none of {stats.records} records is usable (dropped: {stats.dropped}, skipped: {stats.skipped}). "
-            f"Fix: {'raise data.max_seq_len (prompts longer than it leave nothing to supervise)' if stats.dropped else 'see the skipped examples: ' + '; '.join(stats.skipped_examples[:2])}"
-        )
+        fix = ("raise data.max_seq_len (prompts longer than it leave nothing to supervise)" if stats.dropped
+               else "see the skipped examples: " + "; ".join(stats.skipped_examples[:2]))
+        raise DataError(f"{path}: none of {stats.records} records is usable (dropped: {stats.dropped}, "
+                        f"skipped: {stats.skipped}). Fix: {fix}")
 
-    # Atomic: a crash mid-write never leaves a half cache that a later run would trust.
-    tmp = cache.with_name(cache.name + ".tmp")
+    # Atomic: a crash mid-write never leaves a half cache that a later run would trust, and processes writing the
+    # same entry at once (nodes without a shared cache directory) each write their own copy and the first rename wins.
+    tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     usable.save_to_disk(str(tmp / "dataset"))
     (tmp / "stats.json").write_text(json.dumps(asdict(stats)))
-    shutil.rmtree(cache, ignore_errors=True)
-    tmp.rename(cache)
+    try:
+        tmp.rename(cache)
+    except OSError:  # another process finished the same entry first
+        shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(cache / "dataset")), stats
