@@ -89,6 +89,16 @@ def run_hf_trainer(steps: int) -> dict[str, Any]:
     return {"tokens": counted["real_tokens"], "seconds": seconds, "tokens_per_s": counted["real_tokens"] / seconds}
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
@@ -107,7 +117,7 @@ def main() -> None:
     report = {
         "benchmark": "cpu_packing_vs_hf_trainer", "steps": args.steps, "global_batch_size": 4,
         "results": results, "ratio_rtrain_packed_over_hf_trainer": ratio, "target_ratio": 1.3,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "date": time.strftime("%Y-%m-%d"),
