@@ -1,4 +1,4 @@
-"""Atomic, resumable checkpoints in ``<run dir>/checkpoints/step_XXXXXXXX/``.
+"""Atomic, resumable checkpoints in ``<run dir>/checkpoints/step_<step, 8 digits>/``.
 
 A checkpoint holds the engine's state (model and optimizer; sharded per rank under ZeRO-3), the trainer state
 (step, tokens seen, data position, dataset hash) and every rank's RNG states. It is written into a hidden

@@ -13,29 +13,27 @@ JSON over it with ``hardware.deepspeed_config_override=path.json``. The trainer 
 Checkpoints are DeepSpeed's sharded ZeRO-3 state (resume on the same world size). The final HF export gathers
 the 16-bit weights (``stage3_gather_16bit_weights_on_model_save``).
 
-Test on CPU: ``torchrun --nproc_per_node=2 -m rtrain hardware=cpu_zero3`` (gloo, DS_ACCELERATOR=cpu).
+Test on CPU: ``torchrun --nproc_per_node=2 -m rtrain hardware=cpu_zero3`` (gloo; rtrain.distributed sets
+DS_ACCELERATOR from the hardware config before DeepSpeed is imported).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu" if not __import__("torch").cuda.is_available() else "cuda")
+import deepspeed
+import torch
+from transformers import PreTrainedModel
+from transformers.integrations import HfDeepSpeedConfig
 
-import deepspeed  # noqa: E402
-import torch  # noqa: E402
-from transformers import PreTrainedModel  # noqa: E402
-from transformers.integrations import HfDeepSpeedConfig  # noqa: E402
-
-from rtrain.config import ModelInit, Precision, RTrainConfig  # noqa: E402
-from rtrain.distributed import DistInfo  # noqa: E402
-from rtrain.engine import model_inputs, prepare_model  # noqa: E402
-from rtrain.model import load_model  # noqa: E402
-from rtrain.optim import param_groups  # noqa: E402
+from rtrain.config import ModelInit, Precision, RTrainConfig
+from rtrain.distributed import DistInfo
+from rtrain.engine import model_inputs, prepare_model
+from rtrain.model import load_model
+from rtrain.optim import param_groups
 
 TAG = "zero3"
 # DeepSpeed calls torch.distributed APIs that torch deprecates, once per collective: silence that flood.
